@@ -1,0 +1,199 @@
+//! The crate's one error type, split into final and transient failures.
+
+/// Everything that can go wrong talking to Home Assistant.
+///
+/// Two questions matter to a caller, and each has a method:
+/// - [`Error::is_final`]: an authentication failure. Retrying it cannot help and Home Assistant counts
+///   every failed attempt toward banning the client's IP address, so it must not be retried. Ask the user
+///   for a new token or a new login instead.
+/// - [`Error::is_transient`]: the network, a timeout or a server error (HTTP 5xx). Retry with backoff.
+///
+/// No variant carries a token or a password, and URLs in messages have their query string removed
+/// (a signed path's `authSig` lives there).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// HTTP 401: the access token is invalid, expired or revoked (final).
+    #[error(
+        "Home Assistant rejected the access token (HTTP 401 for {path}): it is invalid, expired or revoked; \
+         create a new long-lived token or log in again"
+    )]
+    Unauthorized {
+        /// The request path, without query.
+        path: String,
+    },
+    /// `/auth/token` answered `invalid_grant`: the refresh token is unknown, revoked or expired (final).
+    #[error(
+        "Home Assistant rejected the refresh token (invalid_grant): it was revoked or has expired; log in again"
+    )]
+    InvalidGrant,
+    /// `/auth/token` answered `invalid_request` (final). Typical causes: an authorization code that
+    /// was already used or is older than 10 minutes, or a `client_id` other than the one the refresh
+    /// token was issued to.
+    #[error(
+        "Home Assistant refused the token request (invalid_request{}); check that the client_id is the one the \
+         tokens were issued with and that an authorization code is used once, within 10 minutes",
+        description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    InvalidRequest {
+        /// HA's `error_description`, when given.
+        description: Option<String>,
+    },
+    /// HTTP 403 / `access_denied`: the user is inactive, local-only, or the IP is banned (final).
+    #[error("Home Assistant denied access (HTTP 403): {description}")]
+    AccessDenied {
+        /// HA's explanation.
+        description: String,
+    },
+    /// The login flow answered `invalid_auth`: wrong username or password (final).
+    #[error("Home Assistant rejected the username or password (invalid_auth)")]
+    InvalidCredentials,
+    /// The login flow answered `invalid_code`: wrong multi-factor code (final).
+    #[error("Home Assistant rejected the multi-factor authentication code (invalid_code)")]
+    InvalidMfaCode,
+    /// The user has multi-factor authentication on and no code callback was given (final).
+    #[error(
+        "this user has multi-factor authentication enabled (module '{module}'); pass a callback that supplies the code"
+    )]
+    MfaRequired {
+        /// The MFA module id, e.g. `totp`.
+        module: String,
+    },
+    /// The login flow was aborted by HA (`login_expired`, `too_many_retry`, `not_allowed`, ...) (final).
+    #[error("Home Assistant aborted the login flow: {reason}")]
+    LoginAborted {
+        /// HA's abort reason.
+        reason: String,
+    },
+    /// Another OAuth2 error from `/auth/token`, e.g. `unsupported_grant_type` (final).
+    #[error("Home Assistant's token endpoint answered HTTP {status} with error '{error}'{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code.
+        error: String,
+        /// The `error_description`, when given.
+        description: Option<String>,
+    },
+    /// A token source failed before (with a final error) and refuses to try again, so that a revoked
+    /// token is not sent to HA over and over (final).
+    #[error("the token source failed earlier and will not retry: {0}")]
+    TokenSourceFailed(String),
+    /// The request could not be sent or its answer not read: connection refused, DNS, TLS, timeout
+    /// (transient).
+    #[error("could not talk to Home Assistant at {url}: {source}")]
+    Transport {
+        /// The URL without its query string.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// HTTP 5xx (transient).
+    #[error("Home Assistant answered HTTP {status} for {path}: a server-side error; it will be retried")]
+    Server {
+        /// The status code.
+        status: u16,
+        /// The request path, without query.
+        path: String,
+    },
+    /// An answer this library does not understand (a bug, or an HA version it does not know).
+    #[error("unexpected answer from Home Assistant for {path}: {detail}")]
+    UnexpectedResponse {
+        /// The request path, without query.
+        path: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A malformed Home Assistant URL.
+    #[error("invalid Home Assistant URL '{url}': {reason}")]
+    InvalidUrl {
+        /// What was given.
+        url: String,
+        /// What is wrong with it, and the fix.
+        reason: String,
+    },
+    /// Bad TLS options, e.g. an unreadable CA file.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// Bad client options.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A blocking method was called on a thread that runs an async runtime.
+    #[error(
+        "a blocking ha_client method was called from inside an async runtime; use the async API there, \
+         or call it from tokio::task::spawn_blocking"
+    )]
+    BlockingInAsyncContext,
+}
+
+impl Error {
+    /// An authentication failure: never retry it automatically (each attempt counts toward HA's IP ban).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Error::Unauthorized { .. }
+                | Error::InvalidGrant
+                | Error::InvalidRequest { .. }
+                | Error::AccessDenied { .. }
+                | Error::InvalidCredentials
+                | Error::InvalidMfaCode
+                | Error::MfaRequired { .. }
+                | Error::LoginAborted { .. }
+                | Error::OAuth { .. }
+                | Error::TokenSourceFailed(_)
+        )
+    }
+
+    /// A failure that may go away: network errors, timeouts and HTTP 5xx. Retry with backoff.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transport { .. } | Error::Server { .. })
+    }
+
+    /// Wraps a reqwest error, dropping the URL's query string.
+    pub(crate) fn transport(url: &url::Url, source: reqwest::Error) -> Self {
+        Error::Transport {
+            url: url_for_display(url),
+            source: source.without_url(),
+        }
+    }
+}
+
+/// `scheme://host:port/path`, no query, no fragment, no userinfo.
+pub(crate) fn url_for_display(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_and_transient_are_disjoint() {
+        let finals = [
+            Error::Unauthorized { path: "/api/".into() },
+            Error::InvalidGrant,
+            Error::InvalidRequest { description: None },
+            Error::AccessDenied { description: "x".into() },
+            Error::InvalidCredentials,
+            Error::InvalidMfaCode,
+            Error::LoginAborted { reason: "x".into() },
+        ];
+        for e in finals {
+            assert!(e.is_final() && !e.is_transient(), "{e}");
+        }
+        let server = Error::Server { status: 502, path: "/api/".into() };
+        assert!(server.is_transient() && !server.is_final());
+    }
+
+    #[test]
+    fn display_url_has_no_query() {
+        let u = url::Url::parse("http://u:p@h:1/api/x?authSig=SECRET#f").unwrap();
+        assert_eq!(url_for_display(&u), "http://h:1/api/x");
+    }
+}
