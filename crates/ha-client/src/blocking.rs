@@ -292,7 +292,11 @@ impl OAuthClient {
         })
     }
     /// See [`auth::OAuthClient::with_tls`].
-    pub fn with_tls(base: HaUrl, client_id: impl Into<String>, tls: &TlsOptions) -> Result<Self, Error> {
+    pub fn with_tls(
+        base: HaUrl,
+        client_id: impl Into<String>,
+        tls: &TlsOptions,
+    ) -> Result<Self, Error> {
         Ok(OAuthClient {
             inner: auth::OAuthClient::with_tls(base, client_id, tls)?,
         })
@@ -322,11 +326,19 @@ impl OAuthClient {
         block_on(self.inner.providers())?
     }
     /// See [`auth::OAuthClient::login`].
-    pub fn login(&self, credentials: &Credentials, mfa: Option<MfaCallback<'_>>) -> Result<OAuthTokens, Error> {
+    pub fn login(
+        &self,
+        credentials: &Credentials,
+        mfa: Option<MfaCallback<'_>>,
+    ) -> Result<OAuthTokens, Error> {
         block_on(self.inner.login(credentials, mfa))?
     }
     /// See [`auth::OAuthClient::login_with`].
-    pub fn login_with(&self, handler: &LoginHandler, mfa: Option<MfaCallback<'_>>) -> Result<OAuthTokens, Error> {
+    pub fn login_with(
+        &self,
+        handler: &LoginHandler,
+        mfa: Option<MfaCallback<'_>>,
+    ) -> Result<OAuthTokens, Error> {
         block_on(self.inner.login_with(handler, mfa))?
     }
 }
@@ -346,7 +358,10 @@ mod tests {
             .token_source(auth::StaticToken::new("t"))
             .build()
             .unwrap();
-        assert!(matches!(client.api_status(), Err(Error::BlockingInAsyncContext)));
+        assert!(matches!(
+            client.api_status(),
+            Err(Error::BlockingInAsyncContext)
+        ));
     }
 
     #[test]

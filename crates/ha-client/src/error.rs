@@ -90,7 +90,9 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// HTTP 5xx (transient).
-    #[error("Home Assistant answered HTTP {status} for {path}: a server-side error; it will be retried")]
+    #[error(
+        "Home Assistant answered HTTP {status} for {path}: a server-side error; it will be retried"
+    )]
     Server {
         /// The status code.
         status: u16,
@@ -176,10 +178,14 @@ mod tests {
     #[test]
     fn final_and_transient_are_disjoint() {
         let finals = [
-            Error::Unauthorized { path: "/api/".into() },
+            Error::Unauthorized {
+                path: "/api/".into(),
+            },
             Error::InvalidGrant,
             Error::InvalidRequest { description: None },
-            Error::AccessDenied { description: "x".into() },
+            Error::AccessDenied {
+                description: "x".into(),
+            },
             Error::InvalidCredentials,
             Error::InvalidMfaCode,
             Error::LoginAborted { reason: "x".into() },
@@ -187,7 +193,10 @@ mod tests {
         for e in finals {
             assert!(e.is_final() && !e.is_transient(), "{e}");
         }
-        let server = Error::Server { status: 502, path: "/api/".into() };
+        let server = Error::Server {
+            status: 502,
+            path: "/api/".into(),
+        };
         assert!(server.is_transient() && !server.is_final());
     }
 

@@ -150,10 +150,23 @@ mod tests {
 
     #[test]
     fn normalises_slashes_and_keeps_prefix() {
-        for input in ["http://h:8123", "http://h:8123/", "http://h:8123//", " http://h:8123 "] {
+        for input in [
+            "http://h:8123",
+            "http://h:8123/",
+            "http://h:8123//",
+            " http://h:8123 ",
+        ] {
             let u = HaUrl::parse(input).unwrap();
-            assert_eq!(u.join("api/").unwrap().as_str(), "http://h:8123/api/", "{input}");
-            assert_eq!(u.join("/api/").unwrap().as_str(), "http://h:8123/api/", "{input}");
+            assert_eq!(
+                u.join("api/").unwrap().as_str(),
+                "http://h:8123/api/",
+                "{input}"
+            );
+            assert_eq!(
+                u.join("/api/").unwrap().as_str(),
+                "http://h:8123/api/",
+                "{input}"
+            );
         }
         let p = HaUrl::parse("https://proxy.example/home//ha/").unwrap();
         assert_eq!(p.to_string(), "https://proxy.example/home/ha");
@@ -166,7 +179,10 @@ mod tests {
             "wss://proxy.example/home/ha/api/websocket"
         );
         assert_eq!(
-            HaUrl::parse("http://127.0.0.1:18123").unwrap().websocket_url().as_str(),
+            HaUrl::parse("http://127.0.0.1:18123")
+                .unwrap()
+                .websocket_url()
+                .as_str(),
             "ws://127.0.0.1:18123/api/websocket"
         );
     }

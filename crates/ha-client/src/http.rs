@@ -15,9 +15,7 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds the reqwest client with our rustls (ring) configuration.
 pub(crate) fn build_reqwest(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Client, Error> {
-    let config = (*tls.client_config()?).clone();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+    tls.reqwest_builder()?
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("ha-client/", env!("CARGO_PKG_VERSION")))
@@ -144,7 +142,10 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         let base = self.base?;
         let tokens = self.tokens.ok_or_else(|| {
-            Error::Config("no token source: call token_source(StaticToken::new(..)) or pass OAuth2 tokens".into())
+            Error::Config(
+                "no token source: call token_source(StaticToken::new(..)) or pass OAuth2 tokens"
+                    .into(),
+            )
         })?;
         let http = match self.http {
             Some(h) => h,
@@ -358,7 +359,11 @@ mod tests {
             Error::Unauthorized { .. }
         ));
         assert!(status_error(StatusCode::BAD_GATEWAY, b"", "/api/").is_transient());
-        let e = status_error(StatusCode::NOT_FOUND, br#"{"message":"Entity not found."}"#, "/api/states/x");
+        let e = status_error(
+            StatusCode::NOT_FOUND,
+            br#"{"message":"Entity not found."}"#,
+            "/api/states/x",
+        );
         assert!(e.to_string().contains("Entity not found."), "{e}");
     }
 

@@ -52,30 +52,6 @@ impl RetryPolicy {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-        };
-        for _ in 0..200 {
-            let d1 = p.backoff(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-            let d3 = p.backoff(3);
-            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
-            let d9 = p.backoff(9);
-            assert!(d9 >= Duration::from_millis(500) && d9 <= Duration::from_secs(1));
-        }
-        let distinct: std::collections::HashSet<_> = (0..50).map(|_| p.backoff(4)).collect();
-        assert!(distinct.len() > 1, "no jitter");
-    }
-}
-
 /// Runs `op` until it succeeds, fails with a non-transient error, or the policy runs out.
 pub(crate) async fn retry_transient<T, F, Fut>(
     policy: &RetryPolicy,
@@ -97,5 +73,29 @@ where
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
+        for _ in 0..200 {
+            let d1 = p.backoff(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d3 = p.backoff(3);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            let d9 = p.backoff(9);
+            assert!(d9 >= Duration::from_millis(500) && d9 <= Duration::from_secs(1));
+        }
+        let distinct: std::collections::HashSet<_> = (0..50).map(|_| p.backoff(4)).collect();
+        assert!(distinct.len() > 1, "no jitter");
     }
 }

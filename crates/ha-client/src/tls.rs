@@ -53,9 +53,8 @@ impl TlsOptions {
     /// Reads a PEM file and trusts its certificates.
     pub fn add_ca_file(self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::Tls(format!("cannot read CA file {}: {e}", path.display()))
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::Tls(format!("cannot read CA file {}: {e}", path.display())))?;
         Ok(self.add_ca_pem(pem))
     }
 
@@ -93,6 +92,16 @@ impl TlsOptions {
                 .with_no_client_auth()
         };
         Ok(Arc::new(config))
+    }
+
+    /// A `reqwest::ClientBuilder` that uses these TLS options, for callers who want to tune other
+    /// settings and pass the client to [`ClientBuilder::http_client`](crate::ClientBuilder::http_client).
+    ///
+    /// Use it instead of `reqwest::Client::new()`: this crate builds reqwest without a
+    /// process-wide crypto provider, and reqwest's own default TLS setup would panic.
+    pub fn reqwest_builder(&self) -> Result<reqwest::ClientBuilder, Error> {
+        let config = (*self.client_config()?).clone();
+        Ok(reqwest::Client::builder().tls_backend_preconfigured(config))
     }
 
     fn root_store(&self) -> Result<RootCertStore, Error> {

@@ -1,14 +1,2 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! A simulated Home Assistant that speaks HA's real protocol and can produce load and faults on
+//! command. Not built yet; it will never be a dependency of `ha-client`.

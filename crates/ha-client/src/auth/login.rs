@@ -131,6 +131,17 @@ impl OAuthClient {
             LoginHandler::HomeAssistant(_) => "homeassistant",
             LoginHandler::TrustedNetworks { .. } => "trusted_networks",
         };
+        // HA answers an unknown handler with a bare 500; ask first, to give a useful error.
+        let providers = self.providers().await?;
+        if !providers.iter().any(|p| p.kind == handler_name) {
+            let offered: Vec<&str> = providers.iter().map(|p| p.kind.as_str()).collect();
+            return Err(Error::Config(format!(
+                "Home Assistant does not offer the '{handler_name}' auth provider to this client \
+                 (it offers: {}); enable it in HA's `homeassistant: auth_providers`, or for \
+                 trusted_networks connect from a trusted address",
+                offered.join(", ")
+            )));
+        }
         let mut step = self
             .flow_post(
                 "auth/login_flow",
@@ -147,12 +158,14 @@ impl OAuthClient {
         for _ in 0..MAX_STEPS {
             match step.kind.as_str() {
                 "create_entry" => {
-                    let code = step.result.as_ref().and_then(Value::as_str).ok_or_else(|| {
-                        Error::UnexpectedResponse {
+                    let code = step
+                        .result
+                        .as_ref()
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| Error::UnexpectedResponse {
                             path: "/auth/login_flow".into(),
                             detail: "create_entry without a result code".into(),
-                        }
-                    })?;
+                        })?;
                     return self.exchange_code(code).await;
                 }
                 "abort" => {
@@ -221,7 +234,10 @@ impl OAuthClient {
                         return Err(Error::MfaRequired { module: mfa_module });
                     };
                     let code = callback(&mfa_module)?;
-                    input.insert("code".into(), Value::String(code.expose().trim().to_string()));
+                    input.insert(
+                        "code".into(),
+                        Value::String(code.expose().trim().to_string()),
+                    );
                 }
                 (_, other) => {
                     self.abort_flow(&flow_id).await;
@@ -254,11 +270,19 @@ impl OAuthClient {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| Error::transport(&url, e))?;
         if !status.is_success() {
-            return Err(crate::http::status_error(status, &bytes, "/auth/login_flow"));
+            return Err(crate::http::status_error(
+                status,
+                &bytes,
+                "/auth/login_flow",
+            ));
         }
         serde_json::from_slice(&bytes).map_err(|e| Error::UnexpectedResponse {
             path: "/auth/login_flow".into(),
-            detail: format!("not a flow step ({:?} error at column {})", e.classify(), e.column()),
+            detail: format!(
+                "not a flow step ({:?} error at column {})",
+                e.classify(),
+                e.column()
+            ),
         })
     }
 
@@ -336,7 +360,10 @@ mod tests {
         let dict = json!([{"name":"multi_factor_auth_module","type":"select","options":{"notify":"N","totp":"T"}}]);
         assert_eq!(choose_mfa_module(dict.as_array().unwrap()), "totp");
         let list = json!([{"name":"user","type":"select","options":[["u1","User 1"]]}]);
-        assert_eq!(only_option(list.as_array().unwrap(), "user").as_deref(), Some("u1"));
+        assert_eq!(
+            only_option(list.as_array().unwrap(), "user").as_deref(),
+            Some("u1")
+        );
         let two = json!([{"name":"user","options":[["u1","A"],["u2","B"]]}]);
         assert_eq!(only_option(two.as_array().unwrap(), "user"), None);
     }

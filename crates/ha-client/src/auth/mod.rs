@@ -59,5 +59,7 @@ mod oauth;
 mod source;
 
 pub use login::{AuthProvider, Credentials, LoginHandler, MfaCallback};
-pub use oauth::{OAuth2TokenSource, OAuth2TokenSourceBuilder, OAuthClient, OAuthTokens, Refresher, refresher_fn};
+pub use oauth::{
+    OAuth2TokenSource, OAuth2TokenSourceBuilder, OAuthClient, OAuthTokens, Refresher, refresher_fn,
+};
 pub use source::{StaticToken, TokenSource};

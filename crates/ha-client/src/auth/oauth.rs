@@ -188,10 +188,14 @@ impl OAuthClient {
                 ("client_id", &self.client_id),
             ])
             .await?;
-        let refresh_token = reply.refresh_token.clone().ok_or_else(|| Error::UnexpectedResponse {
-            path: "/auth/token".into(),
-            detail: "the code exchange answer has no refresh_token".into(),
-        })?;
+        let refresh_token =
+            reply
+                .refresh_token
+                .clone()
+                .ok_or_else(|| Error::UnexpectedResponse {
+                    path: "/auth/token".into(),
+                    detail: "the code exchange answer has no refresh_token".into(),
+                })?;
         Ok(self.tokens_from(reply, refresh_token, self.client_id.clone()))
     }
 
@@ -203,7 +207,8 @@ impl OAuthClient {
             ("refresh_token", tokens.refresh_token.expose()),
             ("client_id", tokens.client_id.as_str()),
         ];
-        let reply = retry_transient(&self.retry, "token refresh", || self.post_token(&form)).await?;
+        let reply =
+            retry_transient(&self.retry, "token refresh", || self.post_token(&form)).await?;
         let refresh_token = reply
             .refresh_token
             .clone()
@@ -240,7 +245,12 @@ impl OAuthClient {
         .await
     }
 
-    fn tokens_from(&self, reply: TokenResponse, refresh_token: Secret, client_id: String) -> OAuthTokens {
+    fn tokens_from(
+        &self,
+        reply: TokenResponse,
+        refresh_token: Secret,
+        client_id: String,
+    ) -> OAuthTokens {
         OAuthTokens {
             hass_url: self.base.clone(),
             client_id,
@@ -270,7 +280,11 @@ impl OAuthClient {
         serde_json::from_slice(&body).map_err(|e| Error::UnexpectedResponse {
             path: "/auth/token".into(),
             // Never the body itself: it holds tokens.
-            detail: format!("not a token answer ({:?} error at column {})", e.classify(), e.column()),
+            detail: format!(
+                "not a token answer ({:?} error at column {})",
+                e.classify(),
+                e.column()
+            ),
         })
     }
 }
@@ -369,7 +383,10 @@ pub struct OAuth2TokenSource {
 impl std::fmt::Debug for OAuth2TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuth2TokenSource")
-            .field("tokens", &*self.current.read().unwrap_or_else(|p| p.into_inner()))
+            .field(
+                "tokens",
+                &*self.current.read().unwrap_or_else(|p| p.into_inner()),
+            )
             .field("margin", &self.margin)
             .finish_non_exhaustive()
     }
@@ -448,7 +465,10 @@ impl OAuth2TokenSource {
 
     /// A copy of the current tokens.
     pub fn tokens(&self) -> OAuthTokens {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Refreshes now, whatever the expiry (single-flight with concurrent callers).
@@ -516,5 +536,161 @@ impl TokenSource for OAuth2TokenSource {
             }
         }
         self.refresh_locked(&mut gate).await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn tokens(expires_at: i64) -> OAuthTokens {
+        OAuthTokens {
+            hass_url: "http://127.0.0.1:1".parse().unwrap(),
+            client_id: "http://localhost/".into(),
+            access_token: Secret::new("old-access"),
+            refresh_token: Secret::new("the-refresh"),
+            token_type: "Bearer".into(),
+            expires_at,
+            ha_auth_provider: Some("homeassistant".into()),
+        }
+    }
+
+    #[test]
+    fn json_round_trip_is_stable() {
+        let t = tokens(1_800_000_000);
+        let json = t.to_json();
+        let back = OAuthTokens::from_json(&json).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.to_json(), json);
+        assert!(json.contains("\"refresh_token\":\"the-refresh\""));
+        assert!(!format!("{t:?}").contains("the-refresh"));
+    }
+
+    #[test]
+    fn expiry_margin() {
+        let now = unix_now();
+        assert!(tokens(now + 30).expires_within(Duration::from_secs(60)));
+        assert!(!tokens(now + 300).expires_within(Duration::from_secs(60)));
+    }
+
+    fn counting_source(
+        calls: Arc<AtomicUsize>,
+        fail_with: Option<fn() -> Error>,
+    ) -> OAuth2TokenSource {
+        let updates = Arc::new(AtomicUsize::new(0));
+        OAuth2TokenSource::builder(tokens(0))
+            .refresher(refresher_fn(move |mut t: OAuthTokens| {
+                let calls = calls.clone();
+                async move {
+                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    // Let the other callers pile up behind the gate.
+                    tokio::task::yield_now().await;
+                    if let Some(f) = fail_with {
+                        return Err(f());
+                    }
+                    t.access_token = Secret::new(format!("new-access-{n}"));
+                    t.refresh_token = Secret::new("");
+                    t.expires_at = unix_now() + 1800;
+                    Ok(t)
+                }
+            }))
+            .on_update(move |_| {
+                updates.fetch_add(1, Ordering::SeqCst);
+            })
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_refresh() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = Arc::new(counting_source(calls.clone(), None));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let s = source.clone();
+                tokio::spawn(async move { s.access_token().await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().expose(), "new-access-1");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // An empty refresh token from the refresher keeps the old one.
+        assert_eq!(source.tokens().refresh_token.expose(), "the-refresh");
+    }
+
+    #[tokio::test]
+    async fn rejection_refreshes_once_per_rejected_token() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = counting_source(calls.clone(), None);
+        let first = source.access_token().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let second = source
+            .refresh_after_rejection(&first)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.expose(), "new-access-2");
+        // A stale rejection (someone already refreshed) gets the current token, no new request.
+        let again = source
+            .refresh_after_rejection(&first)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, second);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn final_failure_is_sticky_and_not_repeated() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = counting_source(calls.clone(), Some(|| Error::InvalidGrant));
+        assert!(matches!(
+            source.access_token().await,
+            Err(Error::InvalidGrant)
+        ));
+        for _ in 0..5 {
+            let e = source.access_token().await.unwrap_err();
+            assert!(
+                matches!(e, Error::TokenSourceFailed(_)) && e.is_final(),
+                "{e}"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_failure_is_retried_on_next_call() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let source = counting_source(
+            calls.clone(),
+            Some(|| Error::Server {
+                status: 502,
+                path: "/auth/token".into(),
+            }),
+        );
+        assert!(source.access_token().await.unwrap_err().is_transient());
+        assert!(source.access_token().await.unwrap_err().is_transient());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn authorize_url_has_all_parameters() {
+        let c = OAuthClient::new(
+            "http://ha:8123/prefix".parse().unwrap(),
+            "http://localhost/",
+        )
+        .unwrap();
+        let u = c.authorize_url("xyz").unwrap();
+        assert_eq!(u.path(), "/prefix/auth/authorize");
+        let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["client_id"], "http://localhost/");
+        assert_eq!(q["redirect_uri"], "http://localhost/");
+        assert_eq!(q["state"], "xyz");
+        let err = OAuthClient::new("http://ha".parse().unwrap(), "my-app").unwrap_err();
+        assert!(err.to_string().contains("must be an http(s) URL"), "{err}");
     }
 }
