@@ -121,6 +121,62 @@ pub enum Error {
     /// Bad client options.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The WebSocket auth phase answered `auth_invalid` (final; the client does not reconnect).
+    #[error(
+        "Home Assistant rejected the access token on the WebSocket (auth_invalid: {message}); \
+         the client will not reconnect: create a new token or log in again"
+    )]
+    AuthInvalid {
+        /// HA's message (informational only; do not match on it).
+        message: String,
+    },
+    /// A WebSocket command needs an admin user (`unauthorized`).
+    #[error(
+        "Home Assistant refused '{command}' (unauthorized): this command needs an admin user, \
+         or a non-admin user may not use it this way"
+    )]
+    CommandUnauthorized {
+        /// The command type.
+        command: String,
+    },
+    /// A WebSocket command failed with HA's error `code` and `message`.
+    #[error("Home Assistant command '{command}' failed: {code}: {message}")]
+    Command {
+        /// The command type.
+        command: String,
+        /// HA's error code (`not_found`, `invalid_format`, `id_reuse`, ...).
+        code: String,
+        /// HA's message.
+        message: String,
+    },
+    /// The WebSocket connection dropped while a command was in flight (transient).
+    #[error("the connection to Home Assistant was lost before '{command}' was answered")]
+    ConnectionLost {
+        /// The command type.
+        command: String,
+    },
+    /// No answer in time (transient).
+    #[error("Home Assistant did not answer '{what}' within {seconds:.1} s")]
+    Timeout {
+        /// What timed out.
+        what: String,
+        /// The limit.
+        seconds: f64,
+    },
+    /// The WebSocket could not be opened, or broke (transient).
+    #[error("WebSocket to {url}: {detail}")]
+    WebSocket {
+        /// The URL without query.
+        url: String,
+        /// What happened.
+        detail: String,
+    },
+    /// HA broke the protocol (e.g. no `auth_required` first).
+    #[error("unexpected WebSocket message from Home Assistant: {0}")]
+    Protocol(String),
+    /// The client was closed by its owner.
+    #[error("the WebSocket client is closed")]
+    Closed,
     /// A blocking method was called on a thread that runs an async runtime.
     #[error(
         "a blocking ha_client method was called from inside an async runtime; use the async API there, \
@@ -144,12 +200,20 @@ impl Error {
                 | Error::LoginAborted { .. }
                 | Error::OAuth { .. }
                 | Error::TokenSourceFailed(_)
+                | Error::AuthInvalid { .. }
         )
     }
 
     /// A failure that may go away: network errors, timeouts and HTTP 5xx. Retry with backoff.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transport { .. } | Error::Server { .. })
+        matches!(
+            self,
+            Error::Transport { .. }
+                | Error::Server { .. }
+                | Error::ConnectionLost { .. }
+                | Error::Timeout { .. }
+                | Error::WebSocket { .. }
+        )
     }
 
     /// Wraps a reqwest error, dropping the URL's query string.

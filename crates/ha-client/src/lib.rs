@@ -20,6 +20,7 @@ mod http;
 mod retry;
 mod secret;
 mod tls;
+pub mod ws;
 
 pub use error::Error;
 pub use ha_url::HaUrl;
