@@ -4,6 +4,7 @@
 #   scripts/real-ha.sh install   venv with homeassistant==2024.3.3 (idempotent, fast when done)
 #   scripts/real-ha.sh start     fresh config, start hass, onboard, wait for RUNNING; prints env.json path
 #   scripts/real-ha.sh stop      stop the hass started by `start` (by its PID only)
+#   scripts/real-ha.sh restart   stop and start the same onboarded HA (users and tokens survive)
 #   scripts/real-ha.sh env       print the path of env.json
 #
 # Environment:
@@ -319,6 +320,31 @@ cmd_start() {
     echo "$ENV_JSON"
 }
 
+# Stop and start the same onboarded HA again (config, users and long-lived tokens survive; signed
+# paths and open connections do not). Tests use it to check reconnects.
+cmd_restart() {
+    local t0 pid code deadline
+    t0=$(now)
+    [[ -f $ENV_JSON && -d $CONFIG_DIR ]] || die "restart: no onboarded HA in $HA_DIR; run start first"
+    cmd_stop
+    [[ -f $HA_LOG ]] && mv -f "$HA_LOG" "$HA_LOG.prev"
+    setsid "$VENV/bin/hass" -c "$CONFIG_DIR" --log-file "$HA_LOG" --skip-pip \
+        </dev/null >>"$HA_OUT" 2>&1 &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    deadline=$((SECONDS + START_TIMEOUT))
+    while :; do
+        kill -0 "$pid" 2>/dev/null || fail_start "hass (pid $pid) exited during restart"
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/api/" || true)
+        [[ $code == 401 ]] && break
+        ((SECONDS >= deadline)) && fail_start "no HTTP answer from $URL/api/ within ${START_TIMEOUT} s after restart"
+        sleep 0.1
+    done
+    "$VENV/bin/python" "$SCRIPT_DIR/real_ha_onboard.py" wait-running --env "$ENV_JSON" --timeout "$START_TIMEOUT" >&2 ||
+        fail_start "HA did not reach RUNNING after restart"
+    say "restart: HA (pid $pid) RUNNING again after $(since "$t0") s"
+}
+
 cmd_env() {
     [[ -f $ENV_JSON ]] || die "env: $ENV_JSON does not exist (run: $0 start)"
     echo "$ENV_JSON"
@@ -328,9 +354,10 @@ case "${1:-}" in
 install) cmd_install ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
+restart) cmd_restart ;;
 env) cmd_env ;;
 *)
-    echo "usage: $0 {install|start|stop|env}" >&2
+    echo "usage: $0 {install|start|stop|restart|env}" >&2
     exit 2
     ;;
 esac

@@ -42,6 +42,39 @@ fn trace_logs_contain_no_secret() {
         let err = bad.api_status().await.unwrap_err();
         tracing::error!(%err, ?err, "an auth error");
         secrets.push("bad-token-xyz".into());
+        // The WebSocket auth phase carries the token in a frame.
+        let ws = ha_client::ws::WsClient::builder(&ha.url)
+            .token_source(StaticToken::new(ha.admin.long_lived_token.clone().unwrap()))
+            .connect()
+            .await
+            .unwrap();
+        let llat = ws
+            .create_long_lived_token(&format!("log-test-{}", std::process::id()), 1, None)
+            .await
+            .unwrap();
+        secrets.push(llat.expose().to_string());
+        let signed = ws
+            .sign_path(
+                "/api/states/input_boolean.test_switch",
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        let sig = signed
+            .query()
+            .unwrap()
+            .split("authSig=")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        secrets.push(sig);
+        let bad_ws = ha_client::ws::WsClient::builder(&ha.url)
+            .token_source(StaticToken::new("bad-ws-token-xyz"))
+            .connect()
+            .await
+            .unwrap_err();
+        tracing::error!(%bad_ws, "ws auth error");
+        secrets.push("bad-ws-token-xyz".into());
         oauth.revoke(&tokens.refresh_token).await.unwrap();
     });
     let secret = ha.mfa.totp_secret.clone().unwrap();
@@ -62,8 +95,12 @@ fn trace_logs_contain_no_secret() {
         text.len()
     );
     assert!(text.contains("TRACE"), "no TRACE lines captured");
-    for s in &secrets {
+    for (i, s) in secrets.iter().enumerate() {
         assert!(s.len() >= 6, "secret too short to check meaningfully");
-        assert!(!text.contains(s.as_str()), "a secret reached the logs");
+        if let Some(pos) = text.find(s.as_str()) {
+            let start = text[..pos].rfind('\n').map_or(0, |p| p + 1);
+            let line = text[start..pos].to_string();
+            panic!("secret #{i} reached the logs, in a line starting: {line}");
+        }
     }
 }
