@@ -1,0 +1,330 @@
+//! Configuration: a TOML file, overridden by environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::filter::{AttributesConfig, FilterConfig};
+
+/// A configuration problem, naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The config file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// SQLite file (default `ha-ingestor.db`).
+    pub db: Option<PathBuf>,
+    /// Metrics and health endpoint (default `127.0.0.1:9464`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<LogFormat>,
+    /// HA instances.
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstanceConfig>,
+    /// Which entities to keep.
+    #[serde(default)]
+    pub filter: FilterConfig,
+    /// Which attributes to keep.
+    #[serde(default)]
+    pub attributes: AttributesConfig,
+    /// Store settings.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to subscribe to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscribe {
+    /// `state_changed` only (works for non-admin users).
+    #[default]
+    StateChanged,
+    /// Every event (needs an admin user); non-state events go to the `events` table.
+    All,
+}
+
+/// One `[[instance]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Name stored with every row (default `default`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// HA's URL, e.g. `http://homeassistant.local:8123`.
+    pub url: Option<String>,
+    /// A file holding a long-lived access token.
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding a long-lived token (default `HASS_TOKEN`).
+    pub token_env: Option<String>,
+    /// A JSON file with OAuth2 tokens, kept up to date by the ingestor on every refresh.
+    pub oauth_state_file: Option<PathBuf>,
+    /// `state_changed` (default) or `all`.
+    #[serde(default)]
+    pub subscribe: Subscribe,
+    /// A PEM CA file to trust (self-signed HA).
+    pub ca_file: Option<PathBuf>,
+    /// Turn TLS verification off (dangerous).
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+}
+
+fn default_name() -> String {
+    "default".into()
+}
+
+impl InstanceConfig {
+    fn named(name: &str) -> Self {
+        InstanceConfig {
+            name: name.into(),
+            url: None,
+            token_file: None,
+            token_env: None,
+            oauth_state_file: None,
+            subscribe: Subscribe::default(),
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Commit after this many records (default 1000).
+    pub batch_size: usize,
+    /// Commit at the latest this many milliseconds after the first waiting record (default 200).
+    pub flush_interval_ms: u64,
+    /// Records buffered between the sources and the writer (default 10000). When it is full the
+    /// sources wait, and the WebSocket client's own per-subscription buffer takes the slack.
+    pub queue_capacity: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            batch_size: 1000,
+            flush_interval_ms: 200,
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The flush interval.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+}
+
+/// Values from the environment and the command line that override the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--db` / `HA_INGESTOR_DB`.
+    pub db: Option<PathBuf>,
+    /// `--metrics-addr` / `HA_INGESTOR_METRICS_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--server` / `HASS_SERVER`.
+    pub server: Option<String>,
+    /// `--token-file` / `HASS_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// SQLite file.
+    pub db: PathBuf,
+    /// Metrics and health endpoint.
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Instances (at least one).
+    pub instances: Vec<InstanceConfig>,
+    /// Entity filter.
+    pub filter: FilterConfig,
+    /// Attribute rules.
+    pub attributes: AttributesConfig,
+    /// Store settings.
+    pub store: StoreConfig,
+}
+
+impl Config {
+    /// Reads the file (if any) and applies the overrides.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!(
+                        "cannot read the config file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::resolve(parsed, overrides)
+    }
+
+    /// Applies the overrides to a parsed file and validates.
+    pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
+        let mut instances = file.instances;
+        if instances.is_empty() {
+            instances.push(InstanceConfig::named("default"));
+        }
+        if o.server.is_some() || o.token_file.is_some() {
+            if instances.len() > 1 {
+                return Err(ConfigError(
+                    "HASS_SERVER/--server and HASS_TOKEN_FILE/--token-file apply to a single instance, \
+                     but the config file has several [[instance]] entries; set url and token_file in each"
+                        .into(),
+                ));
+            }
+            if let Some(url) = o.server {
+                instances[0].url = Some(url);
+            }
+            if let Some(file) = o.token_file {
+                instances[0].token_file = Some(file);
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, inst) in instances.iter().enumerate() {
+            let key = format!("instance[{i}] ('{}')", inst.name);
+            if inst.name.trim().is_empty() {
+                return Err(ConfigError(format!("{key}: name must not be empty")));
+            }
+            if !names.insert(inst.name.clone()) {
+                return Err(ConfigError(format!(
+                    "{key}: the name is used twice; names must be unique"
+                )));
+            }
+            let url = inst.url.as_deref().ok_or_else(|| {
+                ConfigError(format!(
+                    "{key}: no url; set HASS_SERVER, --server, or url in the [[instance]] table"
+                ))
+            })?;
+            ha_client::HaUrl::parse(url).map_err(|e| ConfigError(format!("{key}.url: {e}")))?;
+            let sources = [
+                inst.token_file.is_some(),
+                inst.token_env.is_some(),
+                inst.oauth_state_file.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() > 1 {
+                return Err(ConfigError(format!(
+                    "{key}: set only one of token_file, token_env and oauth_state_file"
+                )));
+            }
+        }
+        if file.store.batch_size == 0 || file.store.queue_capacity == 0 {
+            return Err(ConfigError(
+                "store.batch_size and store.queue_capacity must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            db: o
+                .db
+                .or(file.db)
+                .unwrap_or_else(|| PathBuf::from("ha-ingestor.db")),
+            metrics_addr: o
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+            log_format: o.log_format.or(file.log_format).unwrap_or_default(),
+            instances,
+            filter: file.filter,
+            attributes: file.attributes,
+            store: file.store,
+        })
+    }
+}
+
+/// Parses a config file's text.
+pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = parse(
+            r#"
+            db = "from-file.db"
+            [[instance]]
+            name = "home"
+            url = "http://ha.local:8123"
+            "#,
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            Overrides {
+                db: Some("from-flag.db".into()),
+                server: Some("http://other:8123".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.db, PathBuf::from("from-flag.db"));
+        assert_eq!(c.instances[0].name, "home");
+        assert_eq!(c.instances[0].url.as_deref(), Some("http://other:8123"));
+        assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_fix() {
+        let err = parse("dbb = 1").unwrap_err().to_string();
+        assert!(err.contains("dbb"), "{err}");
+        let err = Config::resolve(FileConfig::default(), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HASS_SERVER"), "{err}");
+        let file = parse("[[instance]]\nurl = \"ha.local:8123\"").unwrap();
+        let err = Config::resolve(file, Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instance[0]") && err.contains("no scheme"),
+            "{err}"
+        );
+        let file =
+            parse("[[instance]]\nname='a'\nurl='http://a'\n[[instance]]\nname='a'\nurl='http://b'")
+                .unwrap();
+        let err = Config::resolve(file, Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
+        let file = parse("[store]\nbatch_size = 0").unwrap();
+        let err = Config::resolve(
+            file,
+            Overrides {
+                server: Some("http://a".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("batch_size"), "{err}");
+    }
+}

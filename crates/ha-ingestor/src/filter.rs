@@ -1,0 +1,968 @@
+//! Which entities and attributes are kept.
+//!
+//! [`EntityFilter`] reproduces Home Assistant's `include`/`exclude` entity filter
+//! (`homeassistant/helpers/entityfilter.py`, shared by influxdb, recorder, LTSS, ...): the same six
+//! cases, the same quirks, and Python `fnmatch` globs. [`AttributeRules`] adds what HA lacks:
+//! attribute include/exclude lists, globally and per entity or glob.
+//!
+//! Configs HA would accept but that can never match anything are rejected instead: entity ids and
+//! domains that are not valid HA slugs, and globs with a literal character no entity id contains
+//! (an uppercase letter, `-`, an unclosed `[`). HA lowercases listed entity ids; so do we.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A configuration error in `[filter]` or `[attributes]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// A glob that can never match an entity id.
+    #[error("invalid entity glob `{pattern}`: {reason}")]
+    InvalidGlob {
+        /// The glob as written.
+        pattern: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Not `domain.object_id` made of lowercase letters, digits and single inner underscores.
+    #[error(
+        "invalid entity id `{0}`: expected `domain.object_id` (lowercase letters, digits, single `_` inside)"
+    )]
+    InvalidEntityId(String),
+    /// Not a lowercase slug.
+    #[error("invalid domain `{0}`: expected lowercase letters, digits, single `_` inside")]
+    InvalidDomain(String),
+    /// Two `[[attributes.entity]]` blocks with the same exact entity id.
+    #[error("`[[attributes.entity]]` has `match = \"{0}\"` more than once")]
+    DuplicateMatch(String),
+}
+
+/// `[filter]`: HA's `include` and `exclude` blocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterConfig {
+    /// `[filter.include]`.
+    pub include: FilterSet,
+    /// `[filter.exclude]`.
+    pub exclude: FilterSet,
+}
+
+/// One side of a [`FilterConfig`], with HA's key names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSet {
+    /// Whole domains, e.g. `sensor`.
+    pub domains: Vec<String>,
+    /// Entity ids, e.g. `sensor.kitchen_temp` (lowercased, as HA does).
+    pub entities: Vec<String>,
+    /// `fnmatch` globs over the whole entity id: `*`, `?`, `[seq]`, `[!seq]`; case-sensitive, and
+    /// `*` crosses the `.`.
+    pub entity_globs: Vec<String>,
+}
+
+/// A compiled [`FilterConfig`]. [`EntityFilter::allows`] gives HA's answer for every entity id.
+#[derive(Debug, Clone)]
+pub struct EntityFilter {
+    case: Case,
+    include: Matchers,
+    exclude: Matchers,
+}
+
+/// HA's six cases, picked once from which lists are non-empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// 1: no lists: everything passes.
+    All,
+    /// 2: includes only: listed entity, matching glob or domain passes; nothing else.
+    IncludesOnly,
+    /// 3: excludes only: listed entity, matching glob or domain is dropped; everything else passes.
+    ExcludesOnly,
+    /// 4: domain or glob includes (excludes may exist): entity include > entity exclude > glob
+    /// include > glob exclude > domain include > drop. Exclude *domains* are ignored entirely.
+    DomainOrGlobIncludes,
+    /// 5: domain or glob excludes, no domain or glob includes: see [`EntityFilter::allows`].
+    DomainOrGlobExcludes,
+    /// 6: entity lists only, both sides: passes iff in the entity include list.
+    EntityIncludes,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Matchers {
+    entities: HashSet<String>,
+    domains: HashSet<String>,
+    globs: Vec<Glob>,
+}
+
+impl Matchers {
+    fn new(set: &FilterSet) -> Result<Self, FilterError> {
+        let entities = set
+            .entities
+            .iter()
+            .map(|e| entity_id(e))
+            .collect::<Result<_, _>>()?;
+        let domains = set.domains.iter().map(|d| {
+            if valid_slug(d) {
+                Ok(d.clone())
+            } else {
+                Err(FilterError::InvalidDomain(d.clone()))
+            }
+        });
+        let domains = domains.collect::<Result<_, _>>()?;
+        let globs = set
+            .entity_globs
+            .iter()
+            .map(|g| Glob::new(g))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            entities,
+            domains,
+            globs,
+        })
+    }
+    fn is_empty(&self) -> bool {
+        self.entities.is_empty() && self.domains.is_empty() && self.globs.is_empty()
+    }
+    fn entity(&self, id: &str) -> bool {
+        self.entities.contains(id)
+    }
+    /// The domain is what precedes the first `.`; an id without one has none.
+    fn domain(&self, id: &str) -> bool {
+        id.split_once('.')
+            .is_some_and(|(d, _)| self.domains.contains(d))
+    }
+    fn glob(&self, id: &str) -> bool {
+        self.globs.iter().any(|g| g.matches(id))
+    }
+}
+
+impl EntityFilter {
+    /// Validates and compiles the lists. Errors name the offending entry.
+    pub fn new(config: &FilterConfig) -> Result<Self, FilterError> {
+        let (include, exclude) = (
+            Matchers::new(&config.include)?,
+            Matchers::new(&config.exclude)?,
+        );
+        let case = match (include.is_empty(), exclude.is_empty()) {
+            (true, true) => Case::All,
+            (false, true) => Case::IncludesOnly,
+            (true, false) => Case::ExcludesOnly,
+            _ if !include.domains.is_empty() || !include.globs.is_empty() => {
+                Case::DomainOrGlobIncludes
+            }
+            _ if !exclude.domains.is_empty() || !exclude.globs.is_empty() => {
+                Case::DomainOrGlobExcludes
+            }
+            _ => Case::EntityIncludes,
+        };
+        Ok(Self {
+            case,
+            include,
+            exclude,
+        })
+    }
+
+    /// Whether HA would record `entity_id`. Allocation-free.
+    ///
+    /// Case 5 has a quirk kept on purpose: an entity in *both* entity lists is dropped, unless its
+    /// domain or a glob is also excluded, in which case it is kept.
+    pub fn allows(&self, entity_id: &str) -> bool {
+        let (inc, exc, id) = (&self.include, &self.exclude, entity_id);
+        match self.case {
+            Case::All => true,
+            Case::IncludesOnly => inc.entity(id) || inc.domain(id) || inc.glob(id),
+            Case::ExcludesOnly => !(exc.entity(id) || exc.domain(id) || exc.glob(id)),
+            Case::DomainOrGlobIncludes => {
+                inc.entity(id)
+                    || (!exc.entity(id) && (inc.glob(id) || (inc.domain(id) && !exc.glob(id))))
+            }
+            Case::DomainOrGlobExcludes if exc.domain(id) || exc.glob(id) => inc.entity(id),
+            Case::DomainOrGlobExcludes => !exc.entity(id),
+            Case::EntityIncludes => inc.entity(id),
+        }
+    }
+}
+
+/// HA's slug rule for domains and object ids: `[0-9a-z_]+`, no leading, trailing or double `_`.
+fn valid_slug(s: &str) -> bool {
+    let chars_ok = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    chars_ok && !s.is_empty() && !s.starts_with('_') && !s.ends_with('_') && !s.contains("__")
+}
+
+/// Lowercases and validates an entity id, as HA's `cv.entity_id` does.
+fn entity_id(raw: &str) -> Result<String, FilterError> {
+    let id = raw.to_lowercase();
+    match id.split_once('.') {
+        Some((d, o)) if valid_slug(d) && valid_slug(o) => Ok(id),
+        _ => Err(FilterError::InvalidEntityId(raw.to_string())),
+    }
+}
+
+/// A glob read exactly as Python's `fnmatch.translate` reads it: no escapes, no `{a,b}`, no `**`
+/// (two stars are one), a full-string match on code points.
+#[derive(Debug, Clone)]
+struct Glob(Vec<Tok>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Star,
+    Any,
+    Lit(char),
+    /// `[...]`: inclusive ranges (a single char is `(c, c)`). Empty and not negated never matches;
+    /// empty and negated matches any char, as in Python.
+    Class {
+        negated: bool,
+        ranges: Box<[(char, char)]>,
+    },
+}
+
+impl Glob {
+    /// Parses and rejects patterns that cannot match an entity id (HA accepts them silently).
+    fn new(pattern: &str) -> Result<Self, FilterError> {
+        let err = |reason: String| FilterError::InvalidGlob {
+            pattern: pattern.to_string(),
+            reason,
+        };
+        if pattern.is_empty() {
+            return Err(err("empty pattern".into()));
+        }
+        let glob = Self::parse(pattern);
+        for tok in &glob.0 {
+            match *tok {
+                Tok::Lit('[') => return Err(err("unclosed `[`".into())),
+                Tok::Lit(c)
+                    if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') =>
+                {
+                    return Err(err(format!(
+                        "entity ids never contain `{c}` (only a-z, 0-9, `_`, `.`)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(glob)
+    }
+
+    /// The `fnmatch.translate` reading, for any string.
+    fn parse(pattern: &str) -> Self {
+        let pat: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < pat.len() {
+            i += 1;
+            match pat[i - 1] {
+                '*' if toks.last() == Some(&Tok::Star) => {}
+                '*' => toks.push(Tok::Star),
+                '?' => toks.push(Tok::Any),
+                '[' => match parse_class(&pat[i..]) {
+                    Some((class, used)) => {
+                        toks.push(class);
+                        i += used;
+                    }
+                    None => toks.push(Tok::Lit('[')),
+                },
+                c => toks.push(Tok::Lit(c)),
+            }
+        }
+        Self(toks)
+    }
+
+    /// Full match; on a mismatch the last `*` takes one more char (linear-ish, no allocation).
+    fn matches(&self, text: &str) -> bool {
+        let (mut t, mut s) = (0, 0);
+        let mut last_star: Option<(usize, usize)> = None; // (token after the `*`, text position)
+        loop {
+            let c = text[s..].chars().next();
+            match (self.0.get(t), c) {
+                (Some(Tok::Star), _) => {
+                    t += 1;
+                    last_star = Some((t, s));
+                    continue;
+                }
+                (Some(tok), Some(c)) if tok.accepts(c) => {
+                    t += 1;
+                    s += c.len_utf8();
+                    continue;
+                }
+                (None, None) => return true,
+                _ => {}
+            }
+            let Some((st, ss)) = last_star else {
+                return false;
+            };
+            let Some(c) = text[ss..].chars().next() else {
+                return false;
+            };
+            (t, s) = (st, ss + c.len_utf8());
+            last_star = Some((t, s));
+        }
+    }
+}
+
+impl Tok {
+    fn accepts(&self, c: char) -> bool {
+        match self {
+            Tok::Star | Tok::Any => true, // `Star` never gets here: `matches` handles it first
+            Tok::Lit(l) => *l == c,
+            Tok::Class { negated, ranges } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            }
+        }
+    }
+}
+
+/// Parses what follows a `[` as `fnmatch.translate` does, quirks included. Returns the class and
+/// the chars consumed (closing `]` included), or `None` if unclosed (then `[` is a literal).
+fn parse_class(rest: &[char]) -> Option<(Tok, usize)> {
+    // `[!]...]` and `[]...]`: a `]` right after the opening is a member, not the end.
+    let first = usize::from(rest.first() == Some(&'!'));
+    let from = first + usize::from(rest.get(first) == Some(&']'));
+    let end = from + rest[from..].iter().position(|&c| c == ']')?;
+    let stuff = &rest[..end];
+    // Split at range hyphens: searched from the 2nd member, resuming 3 chars past each hyphen (in
+    // `a-c-e` the 2nd `-` is a member). A trailing `-` is a member.
+    let (mut chunks, mut i, mut k) = (Vec::new(), 0, first + 1);
+    while let Some(h) = stuff
+        .get(k..)
+        .and_then(|s| s.iter().position(|&c| c == '-'))
+    {
+        chunks.push(stuff[i..k + h].to_vec());
+        (i, k) = (k + h + 1, k + h + 3);
+    }
+    match (&stuff[i..], chunks.last_mut()) {
+        ([], Some(last)) => last.push('-'),
+        (tail, _) => chunks.push(tail.to_vec()),
+    }
+    // Drop reversed ranges with both ends, right to left; the neighbours are glued together.
+    for k in (1..chunks.len()).rev() {
+        if chunks[k - 1].last() > chunks[k].first() {
+            let right = chunks.remove(k);
+            chunks[k - 1].pop();
+            chunks[k - 1].extend(&right[1..]);
+        }
+    }
+    // Only now is a leading `!` read as negation: so `[b-a!c]` means `[!c]`. `^` never negates.
+    let negated = chunks[0].first() == Some(&'!');
+    if negated {
+        chunks[0].remove(0);
+    }
+    let mut ranges = Vec::new();
+    for (k, chunk) in chunks.iter().enumerate() {
+        let mut members = &chunk[..];
+        if k > 0 {
+            match (chunks[k - 1].last(), members.split_first()) {
+                (Some(&lo), Some((&hi, rest))) => (ranges.push((lo, hi)), members = rest).1,
+                _ => ranges.push(('-', '-')), // `[!-x]` after a drop: `^-` makes `-` literal
+            }
+        }
+        if k + 1 < chunks.len() {
+            members = members.split_last().map_or(members, |(_, m)| m); // the next range's start
+        }
+        ranges.extend(members.iter().map(|&c| (c, c)));
+    }
+    Some((
+        Tok::Class {
+            negated,
+            ranges: ranges.into(),
+        },
+        end + 1,
+    ))
+}
+
+/// `[attributes]`: which state attributes to store.
+///
+/// For an entity, the applicable overrides are every glob override that matches it, in list order,
+/// then its exact-id override. Key by key, the last applicable override that sets a key wins:
+/// - `include`: the winner's list *replaces* the global one; with none, the global one applies.
+///   Absent means keep every attribute; `include = []` keeps none.
+/// - `exclude`: the winner's list is *unioned* with the global `exclude` (an override cannot
+///   bring back a globally excluded attribute).
+///
+/// An attribute is kept iff it is in the effective include list (if any) and in no exclude list.
+/// This mirrors HA influxdb's `component_config*` merging (exact > later glob > earlier glob).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributesConfig {
+    /// Keep only these attribute names.
+    pub include: Option<Vec<String>>,
+    /// Drop these attribute names, for every entity.
+    pub exclude: Vec<String>,
+    /// `[[attributes.entity]]` overrides.
+    pub entity: Vec<AttributeOverride>,
+}
+
+/// One `[[attributes.entity]]` block.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeOverride {
+    /// `match`: an entity id, or a glob if it contains `*`, `?` or `[`.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Replaces the global include list for matching entities.
+    pub include: Option<Vec<String>>,
+    /// Added to the global exclude list for matching entities.
+    pub exclude: Option<Vec<String>>,
+}
+
+/// A compiled [`AttributesConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct AttributeRules {
+    include: Option<HashSet<String>>,
+    exclude: HashSet<String>,
+    exact: HashMap<String, Rule>,
+    globs: Vec<(Glob, Rule)>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    include: Option<HashSet<String>>,
+    exclude: Option<HashSet<String>>,
+}
+
+fn set(names: &[String]) -> HashSet<String> {
+    names.iter().cloned().collect()
+}
+
+impl AttributeRules {
+    /// Validates and compiles the rules.
+    pub fn new(config: &AttributesConfig) -> Result<Self, FilterError> {
+        let mut rules = Self {
+            include: config.include.as_deref().map(set),
+            exclude: set(&config.exclude),
+            ..Self::default()
+        };
+        for o in &config.entity {
+            let rule = Rule {
+                include: o.include.as_deref().map(set),
+                exclude: o.exclude.as_deref().map(set),
+            };
+            if o.pattern.contains(['*', '?', '[']) {
+                rules.globs.push((Glob::new(&o.pattern)?, rule));
+            } else if rules.exact.insert(entity_id(&o.pattern)?, rule).is_some() {
+                return Err(FilterError::DuplicateMatch(o.pattern.clone()));
+            }
+        }
+        Ok(rules)
+    }
+
+    /// The policy for one entity: one hash lookup plus glob matches, borrowing the rules.
+    pub fn for_entity(&self, entity_id: &str) -> AttributePolicy<'_> {
+        let globs = self
+            .globs
+            .iter()
+            .rev()
+            .filter(|(g, _)| g.matches(entity_id))
+            .map(|(_, r)| r);
+        let (mut include, mut extra_exclude) = (None, None);
+        for rule in self.exact.get(entity_id).into_iter().chain(globs) {
+            include = include.or(rule.include.as_ref());
+            extra_exclude = extra_exclude.or(rule.exclude.as_ref());
+            if include.is_some() && extra_exclude.is_some() {
+                break;
+            }
+        }
+        AttributePolicy {
+            include: include.or(self.include.as_ref()),
+            exclude: &self.exclude,
+            extra_exclude,
+        }
+    }
+}
+
+/// Which attributes of one entity are kept; see [`AttributesConfig`] for the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributePolicy<'a> {
+    include: Option<&'a HashSet<String>>,
+    exclude: &'a HashSet<String>,
+    extra_exclude: Option<&'a HashSet<String>>,
+}
+
+impl AttributePolicy<'_> {
+    /// True when every attribute is kept, so callers can skip filtering.
+    pub fn keeps_all(&self) -> bool {
+        self.include.is_none()
+            && self.exclude.is_empty()
+            && self.extra_exclude.is_none_or(HashSet::is_empty)
+    }
+
+    /// Whether the attribute `name` is kept.
+    pub fn keeps(&self, name: &str) -> bool {
+        self.include.is_none_or(|s| s.contains(name))
+            && !self.exclude.contains(name)
+            && !self.extra_exclude.is_some_and(|s| s.contains(name))
+    }
+
+    /// Drops the attributes that are not kept, in place.
+    pub fn retain(&self, attributes: &mut Map<String, Value>) {
+        if !self.keeps_all() {
+            attributes.retain(|k, _| self.keeps(k));
+        }
+    }
+
+    /// The kept attributes, borrowed, in map order.
+    pub fn filter<'m>(
+        &self,
+        attributes: &'m Map<String, Value>,
+    ) -> impl Iterator<Item = (&'m String, &'m Value)> {
+        let policy = *self;
+        attributes.iter().filter(move |(k, _)| policy.keeps(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn set(domains: &[&str], entities: &[&str], entity_globs: &[&str]) -> FilterSet {
+        FilterSet {
+            domains: strings(domains),
+            entities: strings(entities),
+            entity_globs: strings(entity_globs),
+        }
+    }
+
+    /// Expectations computed with HA's own `generate_filter` (2025.x) on the same lists.
+    #[test]
+    fn six_cases_match_home_assistant() {
+        type Row = (FilterSet, FilterSet, Case, &'static [(&'static str, bool)]);
+        let none = FilterSet::default;
+        let table: Vec<Row> = vec![
+            (
+                none(),
+                none(),
+                Case::All,
+                &[("sensor.a", true), ("light.b", true)],
+            ),
+            (
+                set(
+                    &["light", "sensor"],
+                    &["binary_sensor.working"],
+                    &["cover.*_window"],
+                ),
+                none(),
+                Case::IncludesOnly,
+                &[
+                    ("light.test", true),
+                    ("sensor.test", true),
+                    ("binary_sensor.working", true),
+                    ("binary_sensor.another", false),
+                    ("cover.bedroom_window", true),
+                    ("cover.garage_door", false),
+                    ("sun.sun", false),
+                ],
+            ),
+            (
+                none(),
+                set(
+                    &["light", "sensor"],
+                    &["binary_sensor.working"],
+                    &["cover.*_window"],
+                ),
+                Case::ExcludesOnly,
+                &[
+                    ("light.test", false),
+                    ("sensor.test", false),
+                    ("binary_sensor.working", false),
+                    ("binary_sensor.another", true),
+                    ("cover.bedroom_window", false),
+                    ("cover.garage_door", true),
+                    ("sun.sun", true),
+                ],
+            ),
+            (
+                // Entity include beats domain exclude; exclude domains are otherwise moot.
+                set(&["light", "sensor"], &["binary_sensor.working"], &[]),
+                set(
+                    &["binary_sensor", "switch"],
+                    &["light.ignoreme", "sensor.notworking"],
+                    &[],
+                ),
+                Case::DomainOrGlobIncludes,
+                &[
+                    ("sensor.test", true),
+                    ("sensor.notworking", false),
+                    ("light.test", true),
+                    ("light.ignoreme", false),
+                    ("binary_sensor.working", true),
+                    ("binary_sensor.another", false),
+                    ("switch.x", false),
+                    ("sun.sun", false),
+                ],
+            ),
+            (
+                // Glob include beats glob exclude and domain exclude; glob exclude trims domain includes;
+                // entity exclude beats glob include.
+                set(&["light"], &[], &["*working", "switch.*"]),
+                set(
+                    &["switch", "sensor"],
+                    &["switch.ignoreme"],
+                    &["*notworking", "light.*_ignored"],
+                ),
+                Case::DomainOrGlobIncludes,
+                &[
+                    ("sensor.working", true),
+                    ("sensor.notworking", true),
+                    ("sensor.other", false),
+                    ("light.test", true),
+                    ("light.notworking", true),
+                    ("light.x_ignored", false),
+                    ("switch.ignoreme", false),
+                    ("switch.on", true),
+                    ("binary_sensor.not_working", true),
+                    ("sun.sun", false),
+                ],
+            ),
+            (
+                // Entity include beats domain/glob exclude; the both-lists quirk.
+                set(
+                    &[],
+                    &[
+                        "switch.keep",
+                        "sensor.power_raw",
+                        "light.both",
+                        "switch.both",
+                    ],
+                    &[],
+                ),
+                set(
+                    &["switch"],
+                    &["sensor.bad", "light.both", "switch.both"],
+                    &["sensor.*_raw"],
+                ),
+                Case::DomainOrGlobExcludes,
+                &[
+                    ("switch.keep", true),
+                    ("switch.other", false),
+                    ("sensor.power_raw", true),
+                    ("sensor.temp_raw", false),
+                    ("sensor.bad", false),
+                    ("sensor.good", true),
+                    ("light.both", false),
+                    ("switch.both", true),
+                    ("light.x", true),
+                ],
+            ),
+            (
+                set(&[], &["light.a"], &[]),
+                set(&[], &["light.b"], &[]),
+                Case::EntityIncludes,
+                &[
+                    ("light.a", true),
+                    ("light.b", false),
+                    ("light.c", false),
+                    ("sensor.a", false),
+                ],
+            ),
+        ];
+        for (include, exclude, case, rows) in table {
+            let f = EntityFilter::new(&FilterConfig { include, exclude }).unwrap();
+            assert_eq!(f.case, case);
+            for &(id, want) in rows {
+                assert_eq!(f.allows(id), want, "{case:?}: {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn entity_ids_are_lowercased_and_validated() {
+        let f = EntityFilter::new(&FilterConfig {
+            include: set(&[], &["Light.Kitchen"], &[]),
+            ..Default::default()
+        });
+        assert!(f.unwrap().allows("light.kitchen"));
+        for bad in [
+            "light",
+            "light.",
+            "light.a__b",
+            "_light.a",
+            "light.a-b",
+            "a.b.c",
+        ] {
+            let cfg = FilterConfig {
+                exclude: set(&[], &[bad], &[]),
+                ..Default::default()
+            };
+            assert_eq!(
+                EntityFilter::new(&cfg).unwrap_err(),
+                FilterError::InvalidEntityId(bad.into())
+            );
+        }
+        let cfg = FilterConfig {
+            include: set(&["Sensor"], &[], &[]),
+            ..Default::default()
+        };
+        assert_eq!(
+            EntityFilter::new(&cfg)
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
+            Some("invalid domain `Sensor`")
+        );
+    }
+
+    /// Expectations checked against `re.match(fnmatch.translate(p), s)` in Python 3.11.
+    #[test]
+    fn globs_follow_python_fnmatch() {
+        let cases = [
+            ("sensor.*", "sensor.a", true),
+            ("sensor.*", "sensors.a", false),
+            ("*", "", true),
+            ("*.kitchen_*", "light.kitchen_main", true),
+            ("*temp*", "sensor.temp", true),
+            ("sensor.?_t", "sensor.a_t", true),
+            ("sensor.?_t", "sensor.ab_t", false),
+            ("?", "é", true),
+            ("a*b*c", "axxbxxbc", true),
+            ("a*b*c", "axxbxxb", false),
+            ("a**c", "abc", true),
+            ("a?c", "a\nc", true),
+            ("*", "a\nb", true),
+            ("[a-c]", "B", false),
+            ("Sensor.*", "sensor.x", false),
+            ("[ab]x", "bx", true),
+            ("[!ab]x", "bx", false),
+            ("[!ab]x", "cx", true),
+            ("[^a]", "^", true),
+            ("[^a]", "a", true),
+            ("[^a]", "b", false), // `^` does not negate
+            ("[]]", "]", true),
+            ("[!]]", "a", true),
+            ("[!]]", "]", false), // leading `]` is a member
+            ("[z-a]", "a", false),
+            ("[!z-a]", "q", true),
+            ("[xc-az]", "c", false),
+            ("[xc-az]", "z", true),
+            ("[a-]", "-", true),
+            ("[--a]", "0", true),
+            ("[a-c-e]", "d", false),
+            ("[a-c-e]", "-", true),
+            ("[a", "[a", true),
+            ("\\", "\\", true),
+            ("{a,b}", "a", false),
+            ("{a,b}", "{a,b}", true),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(
+                Glob::parse(pattern).matches(text),
+                want,
+                "{pattern:?} vs {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_globs_name_the_pattern() {
+        for (pattern, reason) in [
+            ("", "empty pattern"),
+            ("sensor.[abc", "unclosed `[`"),
+            ("Sensor.*", "entity ids never contain `S`"),
+            ("sensor.living-room*", "entity ids never contain `-`"),
+        ] {
+            let cfg = FilterConfig {
+                include: set(&[], &[], &[pattern]),
+                ..Default::default()
+            };
+            let msg = EntityFilter::new(&cfg).unwrap_err().to_string();
+            assert!(
+                msg.starts_with(&format!("invalid entity glob `{pattern}`: {reason}")),
+                "{msg}"
+            );
+        }
+        assert!(
+            Glob::new("sensor.[A-Z-]*").is_ok(),
+            "class members are not literals"
+        );
+    }
+
+    fn rules(toml: &str) -> AttributeRules {
+        AttributeRules::new(&toml::from_str::<AttributesConfig>(toml).unwrap()).unwrap()
+    }
+
+    fn kept(rules: &AttributeRules, id: &str, names: &[&str]) -> Vec<String> {
+        let p = rules.for_entity(id);
+        strings(names).into_iter().filter(|n| p.keeps(n)).collect()
+    }
+
+    #[test]
+    fn attribute_precedence() {
+        let r = rules(
+            r#"
+            exclude = ["friendly_name", "icon"]
+            [[entity]]
+            match = "sensor.power_*"
+            include = ["unit_of_measurement", "device_class", "icon"]
+            [[entity]]
+            match = "sensor.power_main"
+            exclude = ["device_class"]
+            [[entity]]
+            match = "sensor.power_m*"
+            include = ["unit_of_measurement", "friendly_name"]
+            [[entity]]
+            match = "light.*"
+            include = []
+            "#,
+        );
+        let all = [
+            "unit_of_measurement",
+            "device_class",
+            "friendly_name",
+            "icon",
+            "brightness",
+        ];
+        // Global only.
+        assert_eq!(
+            kept(&r, "sensor.temp", &all),
+            ["unit_of_measurement", "device_class", "brightness"]
+        );
+        // Glob include replaces the (absent) global include; global exclude still applies.
+        assert_eq!(
+            kept(&r, "sensor.power_aux", &all),
+            ["unit_of_measurement", "device_class"]
+        );
+        // The later glob's include wins; exact override adds an exclude; global excludes stay.
+        assert_eq!(kept(&r, "sensor.power_main", &all), ["unit_of_measurement"]);
+        assert!(
+            kept(&r, "light.kitchen", &all).is_empty(),
+            "include = [] keeps nothing"
+        );
+        assert!(!r.for_entity("sensor.temp").keeps_all());
+        assert!(
+            AttributeRules::default()
+                .for_entity("sensor.temp")
+                .keeps_all()
+        );
+    }
+
+    #[test]
+    fn attribute_map_helpers() {
+        let r =
+            rules("include = [\"a\", \"b\"]\n[[entity]]\nmatch = \"sensor.x\"\nexclude = [\"b\"]");
+        let attrs: Map<String, Value> =
+            serde_json::from_str(r#"{"a": 1, "b": 2, "c": 3}"#).unwrap();
+        let p = r.for_entity("sensor.x");
+        assert_eq!(
+            p.filter(&attrs)
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        let mut m = attrs.clone();
+        r.for_entity("sensor.y").retain(&mut m);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn attribute_config_errors() {
+        let dup = "[[entity]]\nmatch = \"sensor.a\"\n[[entity]]\nmatch = \"Sensor.A\"";
+        let err = AttributeRules::new(&toml::from_str(dup).unwrap()).unwrap_err();
+        assert_eq!(err, FilterError::DuplicateMatch("Sensor.A".into()));
+        let bad = AttributesConfig {
+            entity: vec![AttributeOverride {
+                pattern: "sensor.a-b".into(),
+                include: None,
+                exclude: None,
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            AttributeRules::new(&bad),
+            Err(FilterError::InvalidEntityId(_))
+        ));
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        filter: FilterConfig,
+        #[serde(default)]
+        attributes: AttributesConfig,
+    }
+
+    #[test]
+    fn config_parses_from_toml() {
+        let file: File = toml::from_str(
+            r#"
+            [filter.include]
+            domains = ["sensor"]
+            entity_globs = ["binary_sensor.*_motion"]
+            [filter.exclude]
+            entities = ["sensor.noisy"]
+            [attributes]
+            exclude = ["friendly_name", "icon"]
+            [[attributes.entity]]
+            match = "sensor.power_*"
+            include = ["unit_of_measurement", "device_class"]
+            "#,
+        )
+        .unwrap();
+        let f = EntityFilter::new(&file.filter).unwrap();
+        assert_eq!(f.case, Case::DomainOrGlobIncludes);
+        assert!(f.allows("sensor.temp") && f.allows("binary_sensor.hall_motion"));
+        assert!(!f.allows("sensor.noisy") && !f.allows("binary_sensor.door"));
+        assert_eq!(
+            file.attributes.entity[0].include.as_deref(),
+            Some(&strings(&["unit_of_measurement", "device_class"])[..])
+        );
+
+        for bad in [
+            "[filter.include]\ndomain = [\"sensor\"]",
+            "[filter]\ninclude_domains = [\"sensor\"]",
+            "[attributes]\nincludes = [\"a\"]",
+            "[[attributes.entity]]\nmatch = \"sensor.a\"\nexlude = [\"a\"]",
+            "[[attributes.entity]]\ninclude = [\"a\"]",
+        ] {
+            assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
+        }
+    }
+}
+#[cfg(test)]
+mod tmp_diff {
+    #[test]
+    fn differential() {
+        let data = std::fs::read_to_string("/tmp/fnm_cases.txt").unwrap();
+        let mut bad = 0;
+        for line in data.lines() {
+            let mut it = line.split('\t');
+            let (p, t, w) = (
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap() == "1",
+            );
+            if super::Glob::parse(p).matches(t) != w {
+                bad += 1;
+                if bad < 20 {
+                    eprintln!("MISMATCH {p:?} {t:?} want {w}");
+                }
+            }
+        }
+        assert_eq!(bad, 0);
+    }
+}
+#[cfg(test)]
+mod tmp_diff2 {
+    use super::*;
+    #[test]
+    fn differential_filter() {
+        let data: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string("/tmp/filt_cases.json").unwrap()).unwrap();
+        let v = |x: &serde_json::Value| -> Vec<String> { serde_json::from_value(x.clone()).unwrap() };
+        for case in data {
+            let c = &case["c"];
+            let cfg = FilterConfig {
+                include: FilterSet { domains: v(&c[0]), entities: v(&c[1]), entity_globs: v(&c[4]) },
+                exclude: FilterSet { domains: v(&c[2]), entities: v(&c[3]), entity_globs: v(&c[5]) },
+            };
+            let f = EntityFilter::new(&cfg).unwrap();
+            for (id, want) in case["r"].as_object().unwrap() {
+                assert_eq!(f.allows(id), want.as_bool().unwrap(), "{cfg:?} {id}");
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `/metrics` and `/health` on one small HTTP server (127.0.0.1 by default).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+/// What `/health` reports.
+#[derive(Default)]
+pub struct Health {
+    instances: Mutex<BTreeMap<String, InstanceHealth>>,
+    sink: Mutex<SinkHealth>,
+}
+
+#[derive(Clone, Serialize, Default)]
+struct InstanceHealth {
+    connected: bool,
+    ha_version: Option<String>,
+}
+
+#[derive(Clone, Serialize)]
+struct SinkHealth {
+    name: &'static str,
+    ok: bool,
+    error: Option<String>,
+}
+
+impl Default for SinkHealth {
+    fn default() -> Self {
+        SinkHealth {
+            name: "sqlite",
+            ok: true,
+            error: None,
+        }
+    }
+}
+
+impl Health {
+    /// Records an instance's connection state.
+    pub fn set_connected(&self, instance: &str, connected: bool, ha_version: Option<String>) {
+        let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(instance.to_string()).or_default();
+        entry.connected = connected;
+        if ha_version.is_some() {
+            entry.ha_version = ha_version;
+        }
+    }
+
+    /// Records the sink failing.
+    pub fn set_sink_error(&self, error: String) {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        sink.ok = false;
+        sink.error = Some(error);
+    }
+
+    fn report(&self) -> (bool, serde_json::Value) {
+        let instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ready = sink.ok && !instances.is_empty() && instances.values().all(|i| i.connected);
+        let body = serde_json::json!({
+            "status": if ready { "ok" } else { "degraded" },
+            "live": true,
+            "ready": ready,
+            "instances": instances,
+            "sinks": [sink],
+            "time": humantime_now(),
+        });
+        (ready, body)
+    }
+}
+
+fn humantime_now() -> String {
+    jiff::Timestamp::try_from(SystemTime::now())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Installs the Prometheus recorder (once per process).
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: PrometheusHandle,
+    health: Arc<Health>,
+}
+
+/// Binds the endpoint and serves it in the background; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: PrometheusHandle,
+    health: Arc<Health>,
+) -> std::io::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/health", get(health_handler))
+        .with_state(AppState { metrics, health });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(%e, "the metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn health_handler(State(state): State<AppState>) -> impl IntoResponse {
+    let (ready, body) = state.health.report();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}

@@ -1,0 +1,13 @@
+//! The ingestor service: Home Assistant state changes into durable storage.
+//!
+//! Layout (Vector-style): [`source`] (HA WebSocket, one per instance) → [`filter`] (HA's
+//! include/exclude semantics, attribute rules) → [`store`] (SQLite; also the journal that other sinks
+//! replicate from). [`health`] serves `/metrics` and `/health`; [`run`] wires it together.
+
+pub mod config;
+pub mod filter;
+pub mod health;
+pub mod record;
+pub mod run;
+pub mod source;
+pub mod store;

@@ -1,0 +1,153 @@
+//! The service: sources → filter → SQLite writer, plus the metrics endpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::filter::{AttributeRules, EntityFilter};
+use crate::health::{self, Health};
+use crate::source::{SourceContext, SourceError, run_source};
+use crate::store::{StoreError, WriterConfig, spawn_writer};
+
+/// Why the service stopped with an error. Each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration (exit code 2).
+    #[error("{0}")]
+    Config(String),
+    /// Authentication failed (exit code 3).
+    #[error("{0}")]
+    Auth(String),
+    /// The store failed (exit code 4).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Anything else (exit code 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => 2,
+            RunError::Auth(_) => 3,
+            RunError::Store(_) => 4,
+            RunError::Other(_) => 1,
+        }
+    }
+}
+
+impl From<SourceError> for RunError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Auth { .. } => RunError::Auth(e.to_string()),
+            SourceError::Config { .. } => RunError::Config(e.to_string()),
+        }
+    }
+}
+
+/// Runs until `shutdown` completes, then flushes and returns. `ready` receives the metrics
+/// endpoint's address once everything is started.
+pub async fn run(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), RunError> {
+    let filter = Arc::new(
+        EntityFilter::new(&config.filter).map_err(|e| RunError::Config(format!("filter: {e}")))?,
+    );
+    let attributes = Arc::new(
+        AttributeRules::new(&config.attributes)
+            .map_err(|e| RunError::Config(format!("attributes: {e}")))?,
+    );
+    let (tx, rx) = mpsc::channel(config.store.queue_capacity);
+    let mut writer = spawn_writer(
+        WriterConfig {
+            path: config.db.clone(),
+            batch_size: config.store.batch_size,
+            flush_interval: config.store.flush_interval(),
+        },
+        rx,
+    )?;
+    let health = Arc::new(Health::default());
+    let bound = health::serve(config.metrics_addr, metrics, health.clone())
+        .await
+        .map_err(|e| RunError::Config(format!("metrics_addr {}: {e}", config.metrics_addr)))?;
+    tracing::info!(db = %config.db.display(), metrics = %format!("http://{bound}/metrics"), "ha-ingestor running");
+    spawn_db_size_gauge(config.db.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut sources = JoinSet::new();
+    for inst in config.instances.clone() {
+        let ctx = SourceContext {
+            filter: filter.clone(),
+            attributes: attributes.clone(),
+            tx: tx.clone(),
+            health: health.clone(),
+        };
+        sources.spawn(run_source(inst, ctx, stop_rx.clone()));
+    }
+    drop(tx);
+    if let Some(ready) = ready {
+        let _ = ready.send(bound);
+    }
+
+    tokio::pin!(shutdown);
+    let mut failure: Option<RunError> = None;
+    tokio::select! {
+        _ = &mut shutdown => tracing::info!("shutting down: flushing"),
+        Some(done) = sources.join_next() => match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e.into()),
+            Err(e) => failure = Some(RunError::Other(format!("a source task failed: {e}"))),
+        },
+        w = &mut writer => {
+            let e = match w {
+                Ok(Ok(())) => RunError::Other("the writer stopped".into()),
+                Ok(Err(e)) => RunError::Store(e),
+                Err(e) => RunError::Other(e.to_string()),
+            };
+            health.set_sink_error(e.to_string());
+            let _ = stop_tx.send(true);
+            return Err(e);
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(done) = sources.join_next().await {
+        if let Ok(Err(e)) = done
+            && failure.is_none()
+        {
+            failure = Some(e.into());
+        }
+    }
+    // Every sender is gone now: the writer commits what it holds and ends.
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(RunError::Other(e.to_string())),
+    }
+    tracing::info!("all records committed");
+    failure.map_or(Ok(()), Err)
+}
+
+fn spawn_db_size_gauge(db: std::path::PathBuf) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let mut wal = db.clone().into_os_string();
+            wal.push("-wal");
+            let bytes = size(&db) + size(std::path::Path::new(&wal));
+            metrics::gauge!("ha_ingestor_journal_bytes").set(bytes as f64);
+        }
+    });
+}

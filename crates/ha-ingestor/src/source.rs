@@ -1,0 +1,310 @@
+//! The Home Assistant source: one WebSocket subscription per instance, events turned into records.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use ha_client::auth::{OAuth2TokenSource, OAuthTokens, StaticToken, TokenSource};
+use ha_client::ws::{ConnectionEvent, Event, WsClient};
+use ha_client::{Error as ClientError, TlsOptions};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{InstanceConfig, Subscribe};
+use crate::filter::{AttributeRules, EntityFilter};
+use crate::health::Health;
+use crate::record::{EventRow, Record, StateChangedEvent, StateRow, numeric_value, parse_time_us};
+
+/// Why a source stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Bad token or credentials; not retried.
+    #[error("instance '{instance}': {source}")]
+    Auth {
+        /// Instance name.
+        instance: String,
+        /// The client error.
+        source: ClientError,
+    },
+    /// Misconfiguration found at start-up.
+    #[error("instance '{instance}': {message}")]
+    Config {
+        /// Instance name.
+        instance: String,
+        /// What and how to fix it.
+        message: String,
+    },
+}
+
+/// Builds the token source an instance is configured with.
+pub fn token_source(inst: &InstanceConfig) -> Result<Arc<dyn TokenSource>, SourceError> {
+    let config_err = |message: String| SourceError::Config {
+        instance: inst.name.clone(),
+        message,
+    };
+    if let Some(path) = &inst.oauth_state_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| config_err(format!("oauth_state_file {}: {e}", path.display())))?;
+        let tokens = OAuthTokens::from_json(&text).map_err(|e| {
+            config_err(format!(
+                "oauth_state_file {} is not an OAuth token file: {e}",
+                path.display()
+            ))
+        })?;
+        let path = path.clone();
+        let source = OAuth2TokenSource::builder(tokens)
+            .tls(tls_options(inst).map_err(|e| config_err(e.to_string()))?)
+            .on_update(move |t| {
+                if let Err(e) = write_private(&path, t.to_json().as_bytes()) {
+                    tracing::error!(path = %path.display(), %e, "cannot save the refreshed OAuth tokens");
+                }
+            })
+            .build()
+            .map_err(|e| config_err(e.to_string()))?;
+        return Ok(Arc::new(source));
+    }
+    if let Some(path) = &inst.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| config_err(format!("token_file {}: {e}", path.display())))?;
+        if token.trim().is_empty() {
+            return Err(config_err(format!(
+                "token_file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Arc::new(StaticToken::new(token)));
+    }
+    let var = inst.token_env.as_deref().unwrap_or("HASS_TOKEN");
+    match std::env::var(var) {
+        Ok(token) if !token.trim().is_empty() => Ok(Arc::new(StaticToken::new(token))),
+        _ => Err(config_err(format!(
+            "no token: set {var} (or HASS_TOKEN_FILE / token_file, or oauth_state_file); \
+             a long-lived token comes from your HA profile page"
+        ))),
+    }
+}
+
+/// Writes a file readable by its owner only, atomically (temp file + rename).
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The instance's TLS options.
+pub fn tls_options(inst: &InstanceConfig) -> Result<TlsOptions, ClientError> {
+    let mut tls =
+        TlsOptions::default().danger_accept_invalid_certs(inst.danger_accept_invalid_certs);
+    if let Some(ca) = &inst.ca_file {
+        tls = tls.add_ca_file(ca)?;
+    }
+    Ok(tls)
+}
+
+/// What the source needs besides its instance.
+pub struct SourceContext {
+    /// Entity filter.
+    pub filter: Arc<EntityFilter>,
+    /// Attribute rules.
+    pub attributes: Arc<AttributeRules>,
+    /// Where records go.
+    pub tx: mpsc::Sender<Record>,
+    /// Health state.
+    pub health: Arc<Health>,
+}
+
+/// Runs one instance until `stop` turns true. Reconnects are handled by the client; only final
+/// failures end it early.
+pub async fn run_source(
+    inst: InstanceConfig,
+    ctx: SourceContext,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let name: Arc<str> = Arc::from(inst.name.as_str());
+    let auth_err = |source: ClientError| SourceError::Auth {
+        instance: inst.name.clone(),
+        source,
+    };
+    let tokens = token_source(&inst)?;
+    let tls = tls_options(&inst).map_err(|e| SourceError::Config {
+        instance: inst.name.clone(),
+        message: e.to_string(),
+    })?;
+    let url = inst.url.clone().unwrap_or_default();
+    let connect = WsClient::builder(&url)
+        .shared_token_source(tokens)
+        .tls(tls)
+        .retry_initial_connect(true)
+        .connect();
+    let ws = tokio::select! {
+        r = connect => r.map_err(auth_err)?,
+        _ = stop.changed() => return Ok(()),
+    };
+    ctx.health.set_connected(&name, true, ws.ha_version());
+    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(1.0);
+    tracing::info!(instance = %name, ha_version = ?ws.ha_version(), "connected to Home Assistant");
+    let event_type = match inst.subscribe {
+        Subscribe::StateChanged => Some("state_changed"),
+        Subscribe::All => None,
+    };
+    let mut conn = ws.connection_events();
+    let mut events = ws.subscribe_events(event_type).await.map_err(|e| match e {
+        ClientError::CommandUnauthorized { .. } => SourceError::Config {
+            instance: inst.name.clone(),
+            message: "subscribe = \"all\" needs an admin user; use subscribe = \"state_changed\" \
+                      (the default) with a non-admin user, or a token of an admin"
+                .into(),
+        },
+        other => auth_err(other),
+    })?;
+    let received =
+        metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
+    let filtered = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "filtered");
+    let invalid = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "invalid");
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            event = events.next() => {
+                let Some(event) = event else {
+                    // The client stopped for good (auth revoked): the state says why.
+                    return Err(auth_err(ClientError::AuthInvalid { message: "the subscription ended".into() }));
+                };
+                received.increment(1);
+                match to_record(&name, &event, &ctx) {
+                    Ok(Some(record)) => {
+                        if ctx.tx.send(record).await.is_err() {
+                            break; // the writer is gone; shutting down
+                        }
+                    }
+                    Ok(None) => filtered.increment(1),
+                    Err(e) => {
+                        invalid.increment(1);
+                        tracing::warn!(instance = %name, %e, "skipping an event that cannot be parsed");
+                    }
+                }
+            }
+            change = conn.recv() => match change {
+                Ok(ConnectionEvent::Disconnected { reason, .. }) => {
+                    ctx.health.set_connected(&name, false, None);
+                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(0.0);
+                    tracing::warn!(instance = %name, %reason, "disconnected from Home Assistant");
+                }
+                Ok(ConnectionEvent::Reconnected { gap_start, gap_end }) => {
+                    ctx.health.set_connected(&name, true, ws.ha_version());
+                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(1.0);
+                    metrics::counter!("ha_ingestor_reconnects_total", "instance" => name.to_string()).increment(1);
+                    metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
+                    let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
+                    tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
+                }
+                Ok(ConnectionEvent::EventsDropped { total, .. }) => {
+                    metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "buffer_overflow").absolute(total);
+                    metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
+                }
+                Ok(ConnectionEvent::AuthFailed { message }) => {
+                    ctx.health.set_connected(&name, false, None);
+                    return Err(auth_err(ClientError::AuthInvalid { message }));
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(instance = %name, missed = n, "connection events were missed");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
+        }
+    }
+    ws.close();
+    ctx.health.set_connected(&name, false, None);
+    Ok(())
+}
+
+/// Turns an event into a record; `None` when filtered out.
+pub fn to_record(
+    instance: &Arc<str>,
+    event: &Event,
+    ctx: &SourceContext,
+) -> Result<Option<Record>, String> {
+    convert(instance, event.raw(), &ctx.filter, &ctx.attributes)
+}
+
+/// The conversion itself, on the event's JSON text.
+pub fn convert(
+    instance: &Arc<str>,
+    raw: &str,
+    filter: &EntityFilter,
+    attributes: &AttributeRules,
+) -> Result<Option<Record>, String> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        event_type: &'a str,
+    }
+    let head: Head<'_> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    if head.event_type != "state_changed" {
+        return other_event(instance, raw).map(Some);
+    }
+    let e: StateChangedEvent<'_> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    if !filter.allows(e.data.entity_id) {
+        return Ok(None);
+    }
+    let Some(s) = e.data.new_state else {
+        return Ok(None); // the entity was removed; there is no state to store
+    };
+    let policy = attributes.for_entity(e.data.entity_id);
+    let attrs_text = match s.attributes {
+        None => "{}".to_string(),
+        Some(raw_attrs) if policy.keeps_all() => raw_attrs.get().to_string(),
+        Some(raw_attrs) => {
+            let mut map: Map<String, Value> =
+                serde_json::from_str(raw_attrs.get()).map_err(|e| e.to_string())?;
+            map.retain(|k, _| policy.keeps(k));
+            Value::Object(map).to_string()
+        }
+    };
+    let time = |t: &str, what: &str| parse_time_us(t).ok_or_else(|| format!("bad {what} '{t}'"));
+    let context = s.context.unwrap_or_default();
+    Ok(Some(Record::State(StateRow {
+        instance: instance.clone(),
+        entity_id: e.data.entity_id.to_string(),
+        value: numeric_value(&s.state),
+        state: s.state.into_owned(),
+        attributes: attrs_text,
+        last_changed_us: time(s.last_changed, "last_changed")?,
+        last_updated_us: time(s.last_updated, "last_updated")?,
+        time_fired_us: e.time_fired.and_then(parse_time_us),
+        context_id: context.id.map(str::to_owned),
+        context_user_id: context.user_id.map(str::to_owned),
+        context_parent_id: context.parent_id.map(str::to_owned),
+    })))
+}
+
+fn other_event(instance: &Arc<str>, raw: &str) -> Result<Record, String> {
+    let e: ha_client::ws::HaEvent = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let fired = e
+        .time_fired
+        .as_deref()
+        .and_then(parse_time_us)
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or_default()
+        });
+    Ok(Record::Event(EventRow {
+        instance: instance.clone(),
+        event_type: e.event_type,
+        data: e.data.to_string(),
+        time_fired_us: fired,
+        context_id: e.context.map(|c| c.id),
+        origin: e.origin,
+    }))
+}

@@ -1,0 +1,7 @@
+//! Storage. The SQLite store is the default sink and the durable journal other sinks read from.
+
+mod sqlite;
+mod writer;
+
+pub use sqlite::{SCHEMA, SqliteStore, StoreError, WriteOutcome};
+pub use writer::{WriterConfig, spawn_writer};
