@@ -96,28 +96,23 @@ struct Matchers {
 
 impl Matchers {
     fn new(set: &FilterSet) -> Result<Self, FilterError> {
-        let entities = set
-            .entities
-            .iter()
-            .map(|e| entity_id(e))
-            .collect::<Result<_, _>>()?;
-        let domains = set.domains.iter().map(|d| {
-            if valid_slug(d) {
-                Ok(d.clone())
-            } else {
-                Err(FilterError::InvalidDomain(d.clone()))
-            }
-        });
-        let domains = domains.collect::<Result<_, _>>()?;
-        let globs = set
-            .entity_globs
-            .iter()
-            .map(|g| Glob::new(g))
-            .collect::<Result<_, _>>()?;
+        let domain = |d: &String| {
+            let ok = valid_slug(d);
+            ok.then(|| d.clone())
+                .ok_or_else(|| FilterError::InvalidDomain(d.clone()))
+        };
         Ok(Self {
-            entities,
-            domains,
-            globs,
+            entities: set
+                .entities
+                .iter()
+                .map(|e| entity_id(e))
+                .collect::<Result<_, _>>()?,
+            domains: set.domains.iter().map(domain).collect::<Result<_, _>>()?,
+            globs: set
+                .entity_globs
+                .iter()
+                .map(|g| Glob::new(g))
+                .collect::<Result<_, _>>()?,
         })
     }
     fn is_empty(&self) -> bool {
@@ -340,7 +335,7 @@ fn parse_class(rest: &[char]) -> Option<(Tok, usize)> {
         if chunks[k - 1].last() > chunks[k].first() {
             let right = chunks.remove(k);
             chunks[k - 1].pop();
-            chunks[k - 1].extend(&right[1..]);
+            chunks[k - 1].extend(right.iter().skip(1));
         }
     }
     // Only now is a leading `!` read as negation: so `[b-a!c]` means `[!c]`. `^` never negates.
@@ -353,8 +348,12 @@ fn parse_class(rest: &[char]) -> Option<(Tok, usize)> {
         let mut members = &chunk[..];
         if k > 0 {
             match (chunks[k - 1].last(), members.split_first()) {
-                (Some(&lo), Some((&hi, rest))) => (ranges.push((lo, hi)), members = rest).1,
-                _ => ranges.push(('-', '-')), // `[!-x]` after a drop: `^-` makes `-` literal
+                (Some(&lo), Some((&hi, rest))) => {
+                    ranges.push((lo, hi));
+                    members = rest;
+                }
+                // `[b-a!-z]` becomes Python's `[^-z]`: the `-` is a member.
+                _ => ranges.push(('-', '-')),
             }
         }
         if k + 1 < chunks.len() {
@@ -515,167 +514,100 @@ impl AttributePolicy<'_> {
 mod tests {
     use super::*;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn set(domains: &[&str], entities: &[&str], entity_globs: &[&str]) -> FilterSet {
+    /// `"domains | entities | globs"`, each space-separated.
+    fn spec(s: &str) -> FilterSet {
+        let mut parts = s
+            .split('|')
+            .map(|p| p.split_whitespace().map(String::from).collect());
+        let mut next = || parts.next().unwrap_or_default();
         FilterSet {
-            domains: strings(domains),
-            entities: strings(entities),
-            entity_globs: strings(entity_globs),
+            domains: next(),
+            entities: next(),
+            entity_globs: next(),
         }
     }
 
-    /// Expectations computed with HA's own `generate_filter` (2025.x) on the same lists.
+    fn filter(include: &str, exclude: &str) -> Result<EntityFilter, FilterError> {
+        EntityFilter::new(&FilterConfig {
+            include: spec(include),
+            exclude: spec(exclude),
+        })
+    }
+
+    /// Expectations computed with HA's own `generate_filter` on the same lists (the code was also
+    /// checked against it on 5,000 random configs).
     #[test]
     fn six_cases_match_home_assistant() {
-        type Row = (FilterSet, FilterSet, Case, &'static [(&'static str, bool)]);
-        let none = FilterSet::default;
-        let table: Vec<Row> = vec![
+        use Case::*;
+        // (include, exclude, case, kept, dropped)
+        let table = [
+            ("", "", All, "sensor.a light.b", ""),
             (
-                none(),
-                none(),
-                Case::All,
-                &[("sensor.a", true), ("light.b", true)],
+                "light sensor | binary_sensor.working | cover.*_window",
+                "",
+                IncludesOnly,
+                "light.test sensor.test binary_sensor.working cover.bedroom_window",
+                "binary_sensor.another cover.garage_door sun.sun",
             ),
             (
-                set(
-                    &["light", "sensor"],
-                    &["binary_sensor.working"],
-                    &["cover.*_window"],
-                ),
-                none(),
-                Case::IncludesOnly,
-                &[
-                    ("light.test", true),
-                    ("sensor.test", true),
-                    ("binary_sensor.working", true),
-                    ("binary_sensor.another", false),
-                    ("cover.bedroom_window", true),
-                    ("cover.garage_door", false),
-                    ("sun.sun", false),
-                ],
-            ),
-            (
-                none(),
-                set(
-                    &["light", "sensor"],
-                    &["binary_sensor.working"],
-                    &["cover.*_window"],
-                ),
-                Case::ExcludesOnly,
-                &[
-                    ("light.test", false),
-                    ("sensor.test", false),
-                    ("binary_sensor.working", false),
-                    ("binary_sensor.another", true),
-                    ("cover.bedroom_window", false),
-                    ("cover.garage_door", true),
-                    ("sun.sun", true),
-                ],
+                "",
+                "light sensor | binary_sensor.working | cover.*_window",
+                ExcludesOnly,
+                "binary_sensor.another cover.garage_door sun.sun",
+                "light.test sensor.test binary_sensor.working cover.bedroom_window",
             ),
             (
                 // Entity include beats domain exclude; exclude domains are otherwise moot.
-                set(&["light", "sensor"], &["binary_sensor.working"], &[]),
-                set(
-                    &["binary_sensor", "switch"],
-                    &["light.ignoreme", "sensor.notworking"],
-                    &[],
-                ),
-                Case::DomainOrGlobIncludes,
-                &[
-                    ("sensor.test", true),
-                    ("sensor.notworking", false),
-                    ("light.test", true),
-                    ("light.ignoreme", false),
-                    ("binary_sensor.working", true),
-                    ("binary_sensor.another", false),
-                    ("switch.x", false),
-                    ("sun.sun", false),
-                ],
+                "light sensor | binary_sensor.working",
+                "binary_sensor switch | light.ignoreme sensor.notworking",
+                DomainOrGlobIncludes,
+                "sensor.test light.test binary_sensor.working",
+                "sensor.notworking light.ignoreme binary_sensor.another switch.x sun.sun",
             ),
             (
-                // Glob include beats glob exclude and domain exclude; glob exclude trims domain includes;
+                // Glob include beats glob and domain excludes; glob exclude trims domain includes;
                 // entity exclude beats glob include.
-                set(&["light"], &[], &["*working", "switch.*"]),
-                set(
-                    &["switch", "sensor"],
-                    &["switch.ignoreme"],
-                    &["*notworking", "light.*_ignored"],
-                ),
-                Case::DomainOrGlobIncludes,
-                &[
-                    ("sensor.working", true),
-                    ("sensor.notworking", true),
-                    ("sensor.other", false),
-                    ("light.test", true),
-                    ("light.notworking", true),
-                    ("light.x_ignored", false),
-                    ("switch.ignoreme", false),
-                    ("switch.on", true),
-                    ("binary_sensor.not_working", true),
-                    ("sun.sun", false),
-                ],
+                "light | | *working switch.*",
+                "switch sensor | switch.ignoreme | *notworking light.*_ignored",
+                DomainOrGlobIncludes,
+                "sensor.working sensor.notworking light.test light.notworking switch.on \
+                 binary_sensor.not_working",
+                "sensor.other light.x_ignored switch.ignoreme sun.sun",
             ),
             (
-                // Entity include beats domain/glob exclude; the both-lists quirk.
-                set(
-                    &[],
-                    &[
-                        "switch.keep",
-                        "sensor.power_raw",
-                        "light.both",
-                        "switch.both",
-                    ],
-                    &[],
-                ),
-                set(
-                    &["switch"],
-                    &["sensor.bad", "light.both", "switch.both"],
-                    &["sensor.*_raw"],
-                ),
-                Case::DomainOrGlobExcludes,
-                &[
-                    ("switch.keep", true),
-                    ("switch.other", false),
-                    ("sensor.power_raw", true),
-                    ("sensor.temp_raw", false),
-                    ("sensor.bad", false),
-                    ("sensor.good", true),
-                    ("light.both", false),
-                    ("switch.both", true),
-                    ("light.x", true),
-                ],
+                // Entity include beats domain and glob excludes. In both entity lists: dropped,
+                // unless the domain or a glob is excluded too.
+                "| switch.keep sensor.power_raw light.both switch.both",
+                "switch | sensor.bad light.both switch.both | sensor.*_raw",
+                DomainOrGlobExcludes,
+                "switch.keep sensor.power_raw sensor.good switch.both light.x",
+                "switch.other sensor.temp_raw sensor.bad light.both",
             ),
             (
-                set(&[], &["light.a"], &[]),
-                set(&[], &["light.b"], &[]),
-                Case::EntityIncludes,
-                &[
-                    ("light.a", true),
-                    ("light.b", false),
-                    ("light.c", false),
-                    ("sensor.a", false),
-                ],
+                "| light.a",
+                "| light.b",
+                EntityIncludes,
+                "light.a",
+                "light.b light.c sensor.a",
             ),
         ];
-        for (include, exclude, case, rows) in table {
-            let f = EntityFilter::new(&FilterConfig { include, exclude }).unwrap();
+        for (include, exclude, case, kept, dropped) in table {
+            let f = filter(include, exclude).unwrap();
             assert_eq!(f.case, case);
-            for &(id, want) in rows {
+            let rows = kept.split_whitespace().map(|id| (id, true));
+            for (id, want) in rows.chain(dropped.split_whitespace().map(|id| (id, false))) {
                 assert_eq!(f.allows(id), want, "{case:?}: {id}");
             }
         }
     }
 
     #[test]
-    fn entity_ids_are_lowercased_and_validated() {
-        let f = EntityFilter::new(&FilterConfig {
-            include: set(&[], &["Light.Kitchen"], &[]),
-            ..Default::default()
-        });
-        assert!(f.unwrap().allows("light.kitchen"));
+    fn entity_ids_and_domains_are_validated() {
+        assert!(
+            filter("| Light.Kitchen", "")
+                .unwrap()
+                .allows("light.kitchen")
+        );
         for bad in [
             "light",
             "light.",
@@ -684,69 +616,31 @@ mod tests {
             "light.a-b",
             "a.b.c",
         ] {
-            let cfg = FilterConfig {
-                exclude: set(&[], &[bad], &[]),
-                ..Default::default()
-            };
-            assert_eq!(
-                EntityFilter::new(&cfg).unwrap_err(),
-                FilterError::InvalidEntityId(bad.into())
-            );
+            let err = filter("", &format!("| {bad}")).unwrap_err();
+            assert_eq!(err, FilterError::InvalidEntityId(bad.into()));
         }
-        let cfg = FilterConfig {
-            include: set(&["Sensor"], &[], &[]),
-            ..Default::default()
-        };
-        assert_eq!(
-            EntityFilter::new(&cfg)
-                .unwrap_err()
-                .to_string()
-                .split(':')
-                .next(),
-            Some("invalid domain `Sensor`")
-        );
+        let err = filter("Sensor", "").unwrap_err();
+        assert_eq!(err, FilterError::InvalidDomain("Sensor".into()));
     }
 
-    /// Expectations checked against `re.match(fnmatch.translate(p), s)` in Python 3.11.
+    /// Each expectation checked against `re.match(fnmatch.translate(p), s)` in Python 3.11 (the
+    /// matcher was also checked against it on 600,000 random patterns over `ab-![]^*?`).
     #[test]
     fn globs_follow_python_fnmatch() {
+        #[rustfmt::skip]
         let cases = [
-            ("sensor.*", "sensor.a", true),
-            ("sensor.*", "sensors.a", false),
-            ("*", "", true),
-            ("*.kitchen_*", "light.kitchen_main", true),
-            ("*temp*", "sensor.temp", true),
-            ("sensor.?_t", "sensor.a_t", true),
-            ("sensor.?_t", "sensor.ab_t", false),
-            ("?", "é", true),
-            ("a*b*c", "axxbxxbc", true),
-            ("a*b*c", "axxbxxb", false),
-            ("a**c", "abc", true),
-            ("a?c", "a\nc", true),
-            ("*", "a\nb", true),
-            ("[a-c]", "B", false),
-            ("Sensor.*", "sensor.x", false),
-            ("[ab]x", "bx", true),
-            ("[!ab]x", "bx", false),
-            ("[!ab]x", "cx", true),
-            ("[^a]", "^", true),
-            ("[^a]", "a", true),
-            ("[^a]", "b", false), // `^` does not negate
-            ("[]]", "]", true),
-            ("[!]]", "a", true),
-            ("[!]]", "]", false), // leading `]` is a member
-            ("[z-a]", "a", false),
-            ("[!z-a]", "q", true),
-            ("[xc-az]", "c", false),
-            ("[xc-az]", "z", true),
-            ("[a-]", "-", true),
-            ("[--a]", "0", true),
-            ("[a-c-e]", "d", false),
-            ("[a-c-e]", "-", true),
-            ("[a", "[a", true),
-            ("\\", "\\", true),
-            ("{a,b}", "a", false),
-            ("{a,b}", "{a,b}", true),
+            ("sensor.*", "sensor.a", true), ("sensor.*", "sensors.a", false), ("*", "", true),
+            ("*.kitchen_*", "light.kitchen_main", true), ("*temp*", "sensor.temp", true),
+            ("sensor.?_t", "sensor.a_t", true), ("sensor.?_t", "sensor.ab_t", false), ("?", "é", true),
+            ("a*b*c", "axxbxxbc", true), ("a*b*c", "axxbxxb", false), ("a**c", "abc", true),
+            ("a?c", "a\nc", true), ("*", "a\nb", true), ("[a-c]", "B", false), ("Sensor.*", "sensor.x", false),
+            ("[ab]x", "bx", true), ("[!ab]x", "bx", false), ("[!ab]x", "cx", true),
+            ("[^a]", "^", true), ("[^a]", "a", true), ("[^a]", "b", false), // `^` does not negate
+            ("[]]", "]", true), ("[!]]", "a", true), ("[!]]", "]", false), // leading `]` is a member
+            ("[z-a]", "a", false), ("[!z-a]", "q", true), ("[xc-az]", "c", false), ("[xc-az]", "z", true),
+            ("[a-]", "-", true), ("[--a]", "0", true), ("[a-c-e]", "d", false), ("[a-c-e]", "-", true),
+            ("[b-a!c]", "c", false), ("[b-a!c]", "d", true), ("[b-a!-z]", "-", false), ("[b-a!-z]", "y", true),
+            ("[a", "[a", true), ("\\", "\\", true), ("{a,b}", "a", false), ("{a,b}", "{a,b}", true),
         ];
         for (pattern, text, want) in cases {
             assert_eq!(
@@ -765,8 +659,12 @@ mod tests {
             ("Sensor.*", "entity ids never contain `S`"),
             ("sensor.living-room*", "entity ids never contain `-`"),
         ] {
+            let glob = FilterSet {
+                entity_globs: vec![pattern.into()],
+                ..Default::default()
+            };
             let cfg = FilterConfig {
-                include: set(&[], &[], &[pattern]),
+                include: glob,
                 ..Default::default()
             };
             let msg = EntityFilter::new(&cfg).unwrap_err().to_string();
@@ -781,13 +679,13 @@ mod tests {
         );
     }
 
-    fn rules(toml: &str) -> AttributeRules {
-        AttributeRules::new(&toml::from_str::<AttributesConfig>(toml).unwrap()).unwrap()
+    fn rules(toml: &str) -> Result<AttributeRules, FilterError> {
+        AttributeRules::new(&toml::from_str::<AttributesConfig>(toml).unwrap())
     }
 
-    fn kept(rules: &AttributeRules, id: &str, names: &[&str]) -> Vec<String> {
-        let p = rules.for_entity(id);
-        strings(names).into_iter().filter(|n| p.keeps(n)).collect()
+    fn kept<'a>(rules: &AttributeRules, id: &str, names: &[&'a str]) -> Vec<&'a str> {
+        let policy = rules.for_entity(id);
+        names.iter().copied().filter(|n| policy.keeps(n)).collect()
     }
 
     #[test]
@@ -808,7 +706,8 @@ mod tests {
             match = "light.*"
             include = []
             "#,
-        );
+        )
+        .unwrap();
         let all = [
             "unit_of_measurement",
             "device_class",
@@ -817,16 +716,12 @@ mod tests {
             "brightness",
         ];
         // Global only.
-        assert_eq!(
-            kept(&r, "sensor.temp", &all),
-            ["unit_of_measurement", "device_class", "brightness"]
-        );
-        // Glob include replaces the (absent) global include; global exclude still applies.
-        assert_eq!(
-            kept(&r, "sensor.power_aux", &all),
-            ["unit_of_measurement", "device_class"]
-        );
-        // The later glob's include wins; exact override adds an exclude; global excludes stay.
+        let global = ["unit_of_measurement", "device_class", "brightness"];
+        assert_eq!(kept(&r, "sensor.temp", &all), global);
+        // A glob's include replaces the (absent) global one; the global exclude still applies.
+        let power = ["unit_of_measurement", "device_class"];
+        assert_eq!(kept(&r, "sensor.power_aux", &all), power);
+        // The later glob's include wins; the exact override adds an exclude.
         assert_eq!(kept(&r, "sensor.power_main", &all), ["unit_of_measurement"]);
         assert!(
             kept(&r, "light.kitchen", &all).is_empty(),
@@ -846,13 +741,13 @@ mod tests {
             rules("include = [\"a\", \"b\"]\n[[entity]]\nmatch = \"sensor.x\"\nexclude = [\"b\"]");
         let attrs: Map<String, Value> =
             serde_json::from_str(r#"{"a": 1, "b": 2, "c": 3}"#).unwrap();
-        let p = r.for_entity("sensor.x");
-        assert_eq!(
-            p.filter(&attrs)
-                .map(|(k, _)| k.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
+        let r = r.unwrap();
+        let kept: Vec<_> = r
+            .for_entity("sensor.x")
+            .filter(&attrs)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(kept, ["a"]);
         let mut m = attrs.clone();
         r.for_entity("sensor.y").retain(&mut m);
         assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b"]);
@@ -860,21 +755,18 @@ mod tests {
 
     #[test]
     fn attribute_config_errors() {
-        let dup = "[[entity]]\nmatch = \"sensor.a\"\n[[entity]]\nmatch = \"Sensor.A\"";
-        let err = AttributeRules::new(&toml::from_str(dup).unwrap()).unwrap_err();
-        assert_eq!(err, FilterError::DuplicateMatch("Sensor.A".into()));
-        let bad = AttributesConfig {
-            entity: vec![AttributeOverride {
-                pattern: "sensor.a-b".into(),
-                include: None,
-                exclude: None,
-            }],
-            ..Default::default()
-        };
-        assert!(matches!(
-            AttributeRules::new(&bad),
-            Err(FilterError::InvalidEntityId(_))
-        ));
+        let dup = rules("[[entity]]\nmatch = \"sensor.a\"\n[[entity]]\nmatch = \"Sensor.A\"");
+        assert_eq!(
+            dup.unwrap_err(),
+            FilterError::DuplicateMatch("Sensor.A".into())
+        );
+        let bad = rules("[[entity]]\nmatch = \"sensor.a-b\"");
+        assert_eq!(
+            bad.unwrap_err(),
+            FilterError::InvalidEntityId("sensor.a-b".into())
+        );
+        let glob = rules("[[entity]]\nmatch = \"sensor.[x\"");
+        assert!(matches!(glob, Err(FilterError::InvalidGlob { .. })));
     }
 
     #[derive(Deserialize)]
@@ -907,62 +799,33 @@ mod tests {
         assert_eq!(f.case, Case::DomainOrGlobIncludes);
         assert!(f.allows("sensor.temp") && f.allows("binary_sensor.hall_motion"));
         assert!(!f.allows("sensor.noisy") && !f.allows("binary_sensor.door"));
+        let r = AttributeRules::new(&file.attributes).unwrap();
         assert_eq!(
-            file.attributes.entity[0].include.as_deref(),
-            Some(&strings(&["unit_of_measurement", "device_class"])[..])
+            kept(&r, "sensor.power_a", &["device_class", "icon", "x"]),
+            ["device_class"]
         );
 
-        for bad in [
-            "[filter.include]\ndomain = [\"sensor\"]",
-            "[filter]\ninclude_domains = [\"sensor\"]",
-            "[attributes]\nincludes = [\"a\"]",
-            "[[attributes.entity]]\nmatch = \"sensor.a\"\nexlude = [\"a\"]",
-            "[[attributes.entity]]\ninclude = [\"a\"]",
+        for (bad, why) in [
+            ("[filter.include]\ndomain = []", "unknown field `domain`"),
+            (
+                "[filter]\ninclude_domains = []",
+                "unknown field `include_domains`",
+            ),
+            ("[attributes]\nincludes = []", "unknown field `includes`"),
+            (
+                "[[attributes.entity]]\nmatch = \"a.b\"\nexlude = []",
+                "unknown field `exlude`",
+            ),
+            (
+                "[[attributes.entity]]\ninclude = []",
+                "missing field `match`",
+            ),
         ] {
-            assert!(toml::from_str::<File>(bad).is_err(), "{bad}");
-        }
-    }
-}
-#[cfg(test)]
-mod tmp_diff {
-    #[test]
-    fn differential() {
-        let data = std::fs::read_to_string("/tmp/fnm_cases.txt").unwrap();
-        let mut bad = 0;
-        for line in data.lines() {
-            let mut it = line.split('\t');
-            let (p, t, w) = (
-                it.next().unwrap(),
-                it.next().unwrap(),
-                it.next().unwrap() == "1",
+            let err = toml::from_str::<File>(bad).err().map(|e| e.to_string());
+            assert!(
+                err.as_ref().is_some_and(|e| e.contains(why)),
+                "{bad}: {err:?}"
             );
-            if super::Glob::parse(p).matches(t) != w {
-                bad += 1;
-                if bad < 20 {
-                    eprintln!("MISMATCH {p:?} {t:?} want {w}");
-                }
-            }
-        }
-        assert_eq!(bad, 0);
-    }
-}
-#[cfg(test)]
-mod tmp_diff2 {
-    use super::*;
-    #[test]
-    fn differential_filter() {
-        let data: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string("/tmp/filt_cases.json").unwrap()).unwrap();
-        let v = |x: &serde_json::Value| -> Vec<String> { serde_json::from_value(x.clone()).unwrap() };
-        for case in data {
-            let c = &case["c"];
-            let cfg = FilterConfig {
-                include: FilterSet { domains: v(&c[0]), entities: v(&c[1]), entity_globs: v(&c[4]) },
-                exclude: FilterSet { domains: v(&c[2]), entities: v(&c[3]), entity_globs: v(&c[5]) },
-            };
-            let f = EntityFilter::new(&cfg).unwrap();
-            for (id, want) in case["r"].as_object().unwrap() {
-                assert_eq!(f.allows(id), want.as_bool().unwrap(), "{cfg:?} {id}");
-            }
         }
     }
 }
