@@ -82,6 +82,9 @@ pub struct InstanceConfig {
     /// Turn TLS verification off (dangerous).
     #[serde(default)]
     pub danger_accept_invalid_certs: bool,
+    /// A token handed over in memory (the demo, tests); never read from the file.
+    #[serde(skip)]
+    pub token: Option<ha_client::Secret>,
 }
 
 fn default_name() -> String {
@@ -99,6 +102,16 @@ impl InstanceConfig {
             subscribe: Subscribe::default(),
             ca_file: None,
             danger_accept_invalid_certs: false,
+            token: None,
+        }
+    }
+
+    /// An instance with a URL and an in-memory token.
+    pub fn with_token(name: &str, url: &str, token: ha_client::Secret) -> Self {
+        InstanceConfig {
+            url: Some(url.to_string()),
+            token: Some(token),
+            ..InstanceConfig::named(name)
         }
     }
 }

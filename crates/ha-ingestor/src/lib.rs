@@ -5,6 +5,7 @@
 //! replicate from). [`health`] serves `/metrics` and `/health`; [`run`] wires it together.
 
 pub mod config;
+pub mod demo;
 pub mod filter;
 pub mod health;
 pub mod record;

@@ -37,6 +37,19 @@ struct ConnectionArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Offline demo: a simulated Home Assistant in-process, a few thousand events into SQLite, a
+    /// summary. Takes seconds.
+    Demo {
+        /// The SQLite file (rows are added to what it holds).
+        #[arg(long, env = "HA_INGESTOR_DB", default_value = "ha-ingestor-demo.db")]
+        db: PathBuf,
+        /// How many state changes to generate.
+        #[arg(long, default_value_t = 5000)]
+        events: u64,
+        /// Where /metrics and /health listen while the demo runs (port 0 picks a free one).
+        #[arg(long, env = "HA_INGESTOR_METRICS_ADDR", default_value = "127.0.0.1:0")]
+        metrics_addr: std::net::SocketAddr,
+    },
     /// Run the ingestor until SIGINT or SIGTERM, then flush and exit 0.
     Run {
         #[command(flatten)]
@@ -73,6 +86,24 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
     match cli.command {
+        Command::Demo {
+            db,
+            events,
+            metrics_addr,
+        } => {
+            init_logging(cli.log_format.unwrap_or_default(), "warn");
+            let metrics = ha_ingestor::health::install_metrics().map_err(|e| (1, e))?;
+            let options = ha_ingestor::demo::DemoOptions {
+                db,
+                events,
+                metrics_addr,
+            };
+            let summary = ha_ingestor::demo::demo(options, metrics)
+                .await
+                .map_err(|e| (e.exit_code(), e.to_string()))?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Run {
             conn,
             db,
@@ -95,7 +126,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             };
             let config =
                 Config::load(cli.config.as_deref(), overrides).map_err(|e| (2, e.to_string()))?;
-            init_logging(config.log_format);
+            init_logging(config.log_format, "info");
             let metrics = ha_ingestor::health::install_metrics().map_err(|e| (1, e))?;
             ha_ingestor::run::run(config, metrics, shutdown_signal(), None)
                 .await
@@ -104,9 +135,9 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -42,6 +42,9 @@ pub fn token_source(inst: &InstanceConfig) -> Result<Arc<dyn TokenSource>, Sourc
         instance: inst.name.clone(),
         message,
     };
+    if let Some(token) = &inst.token {
+        return Ok(Arc::new(StaticToken::from(token.clone())));
+    }
     if let Some(path) = &inst.oauth_state_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| config_err(format!("oauth_state_file {}: {e}", path.display())))?;

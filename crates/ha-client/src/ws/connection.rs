@@ -60,6 +60,7 @@ pub(crate) struct Shared {
     events_dropped: AtomicU64,
     malformed_frames: AtomicU64,
     watchdog_timeouts: AtomicU64,
+    commands_in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -71,6 +72,7 @@ impl Shared {
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             malformed_frames: self.malformed_frames.load(Ordering::Relaxed),
             watchdog_timeouts: self.watchdog_timeouts.load(Ordering::Relaxed),
+            commands_in_flight: self.commands_in_flight.load(Ordering::Relaxed),
         }
     }
 
@@ -110,6 +112,7 @@ pub(crate) fn spawn(
         events_dropped: AtomicU64::new(0),
         malformed_frames: AtomicU64::new(0),
         watchdog_timeouts: AtomicU64::new(0),
+        commands_in_flight: AtomicU64::new(0),
     });
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (first_tx, first_rx) = oneshot::channel();
@@ -378,6 +381,9 @@ impl Actor {
     fn end_session(&mut self, session: Session) {
         for (_, p) in session.pending {
             if let Pending::Command { reply, kind } = p {
+                self.shared
+                    .commands_in_flight
+                    .fetch_sub(1, Ordering::Relaxed);
                 let _ = reply.send(Err(Error::ConnectionLost { command: kind }));
             }
         }
@@ -546,6 +552,11 @@ impl Actor {
         let id = s.next_id;
         s.next_id += 1;
         msg.insert("id".into(), Value::from(id));
+        if matches!(pending, Pending::Command { .. }) {
+            self.shared
+                .commands_in_flight
+                .fetch_add(1, Ordering::Relaxed);
+        }
         s.pending.insert(id, pending);
         let text = Value::Object(msg).to_string();
         ws.send(Message::text(text))
@@ -713,6 +724,9 @@ impl Actor {
                 let success = msg.success.unwrap_or(false);
                 match s.pending.remove(&id) {
                     Some(Pending::Command { reply, kind }) => {
+                        self.shared
+                            .commands_in_flight
+                            .fetch_sub(1, Ordering::Relaxed);
                         let outcome = if success {
                             Ok(msg.result.map(RawValue::to_owned).unwrap_or_else(null_raw))
                         } else {

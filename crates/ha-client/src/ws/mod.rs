@@ -224,6 +224,8 @@ pub struct WsStats {
     pub malformed_frames: u64,
     /// Reconnects forced by the ping watchdog.
     pub watchdog_timeouts: u64,
+    /// Commands sent and not yet answered.
+    pub commands_in_flight: u64,
 }
 
 /// Builds a [`WsClient`].
