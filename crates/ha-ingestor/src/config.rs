@@ -127,6 +127,23 @@ pub struct StoreConfig {
     /// Records buffered between the sources and the writer (default 10000). When it is full the
     /// sources wait, and the WebSocket client's own per-subscription buffer takes the slack.
     pub queue_capacity: usize,
+    /// Upper bound on the data in the database, in bytes (default: none). When it is reached, the
+    /// `on_full` policy applies and `ha_ingestor_journal_full_total` counts it.
+    pub max_db_bytes: Option<u64>,
+    /// What to do at `max_db_bytes`: `drop_oldest` (default) or `drop_newest`.
+    pub on_full: FullPolicy,
+}
+
+/// What the store does when `max_db_bytes` is reached.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Delete the oldest state rows (counted in `ha_ingestor_rows_evicted_total`) to make room.
+    #[default]
+    DropOldest,
+    /// Keep what is stored and drop new rows (counted as dropped, reason `journal_full`) until
+    /// there is room again.
+    DropNewest,
 }
 
 impl Default for StoreConfig {
@@ -135,6 +152,8 @@ impl Default for StoreConfig {
             batch_size: 1000,
             flush_interval_ms: 200,
             queue_capacity: 10_000,
+            max_db_bytes: None,
+            on_full: FullPolicy::default(),
         }
     }
 }

@@ -74,6 +74,10 @@ pub async fn run(
             path: config.db.clone(),
             batch_size: config.store.batch_size,
             flush_interval: config.store.flush_interval(),
+            bound: config
+                .store
+                .max_db_bytes
+                .map(|max| (max, config.store.on_full)),
         },
         rx,
     )?;

@@ -46,7 +46,10 @@ fn rest(t: &Target) -> Client {
 
 async fn set_state(t: &Target, entity: &str, state: &str) -> Value {
     rest(t)
-        .post_json(&format!("/api/states/{entity}"), &json!({"state": state, "attributes": {"unit_of_measurement": "W"}}))
+        .post_json(
+            &format!("/api/states/{entity}"),
+            &json!({"state": state, "attributes": {"unit_of_measurement": "W"}}),
+        )
         .await
         .expect("POST /api/states")
 }
@@ -63,13 +66,19 @@ pub async fn websocket_auth_ok_and_final_failure(t: &Target) {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::AuthInvalid { .. }) && err.is_final(), "{err}");
+    assert!(
+        matches!(err, Error::AuthInvalid { .. }) && err.is_final(),
+        "{err}"
+    );
 }
 
 pub async fn login_refresh_revoke(t: &Target) {
     let oauth = OAuthClient::new(t.url.parse().unwrap(), &t.client_id).unwrap();
     let wrong = Credentials::new(&t.admin.0, Secret::new("wrong-password"));
-    assert!(matches!(oauth.login(&wrong, None).await, Err(Error::InvalidCredentials)));
+    assert!(matches!(
+        oauth.login(&wrong, None).await,
+        Err(Error::InvalidCredentials)
+    ));
     let mut tokens = oauth
         .login(&Credentials::new(&t.user.0, Secret::new(&t.user.1)), None)
         .await
@@ -78,10 +87,16 @@ pub async fn login_refresh_revoke(t: &Target) {
     let source = OAuth2TokenSource::new(tokens.clone()).unwrap();
     source.access_token().await.unwrap();
     assert_eq!(source.tokens().refresh_token, tokens.refresh_token);
-    let client = Client::builder(&t.url).token_source(source).build().unwrap();
+    let client = Client::builder(&t.url)
+        .token_source(source)
+        .build()
+        .unwrap();
     assert_eq!(client.api_status().await.unwrap(), "API running.");
     oauth.revoke(&tokens.refresh_token).await.unwrap();
-    assert!(matches!(oauth.refresh(&tokens).await, Err(Error::InvalidGrant)));
+    assert!(matches!(
+        oauth.refresh(&tokens).await,
+        Err(Error::InvalidGrant)
+    ));
 }
 
 pub async fn state_changes_arrive_in_order(t: &Target) {
@@ -137,8 +152,14 @@ pub async fn long_lived_tokens(t: &Target) {
         .await
         .unwrap();
     assert!(other.current_user().await.unwrap().is_admin);
-    let err = admin.create_long_lived_token(&name, 1, None).await.unwrap_err();
-    assert!(matches!(&err, Error::Command { code, .. } if code == "unknown_error"), "{err}");
+    let err = admin
+        .create_long_lived_token(&name, 1, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Command { code, .. } if code == "unknown_error"),
+        "{err}"
+    );
 }
 
 pub async fn signed_paths_are_get_only(t: &Target) {
@@ -149,17 +170,31 @@ pub async fn signed_paths_are_get_only(t: &Target) {
         .sign_path(&format!("/api/states/{entity}"), Duration::from_secs(30))
         .await
         .unwrap();
-    let http = ha_client::TlsOptions::default().reqwest_builder().unwrap().build().unwrap();
+    let http = ha_client::TlsOptions::default()
+        .reqwest_builder()
+        .unwrap()
+        .build()
+        .unwrap();
     let get = http.get(url.clone()).send().await.unwrap();
     assert_eq!(get.status(), 200);
     assert_eq!(get.json::<Value>().await.unwrap()["state"], "5");
-    assert_eq!(http.post(url).json(&json!({"state": "6"})).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.post(url)
+            .json(&json!({"state": "6"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 pub async fn history_has_what_was_set(t: &Target) {
     let admin = ws(t, &t.admin_token).await;
     let entity = format!("sensor.{}", unique("history"));
-    let before = humantime::format_rfc3339_micros(std::time::SystemTime::now() - Duration::from_secs(1)).to_string();
+    let before =
+        humantime::format_rfc3339_micros(std::time::SystemTime::now() - Duration::from_secs(1))
+            .to_string();
     let first = set_state(t, &entity, "5").await;
     set_state(t, &entity, "6").await;
     set_state(t, &entity, "7").await;
@@ -170,11 +205,17 @@ pub async fn history_has_what_was_set(t: &Target) {
             .history_during_period(&HistoryQuery::new(&before, vec![entity.clone()]))
             .await
             .unwrap();
-        let states: Vec<String> = h.get(&entity).map(|v| v.iter().map(|s| s.state.clone()).collect()).unwrap_or_default();
+        let states: Vec<String> = h
+            .get(&entity)
+            .map(|v| v.iter().map(|s| s.state.clone()).collect())
+            .unwrap_or_default();
         if states == ["5", "6", "7"] {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "history never showed the three states: {states:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "history never showed the three states: {states:?}"
+        );
         // The recorder commits about once a second.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

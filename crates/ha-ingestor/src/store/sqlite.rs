@@ -228,6 +228,34 @@ impl SqliteStore {
             .flatten())
     }
 
+    /// Bytes in use by data (pages that are not free); the file itself does not shrink.
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        let pragma = |name: &str| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?)
+        };
+        let used = (pragma("page_count")? - pragma("freelist_count")?) * pragma("page_size")?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    /// Deletes up to `rows` of the oldest state rows, and attribute sets no row uses any more.
+    /// Returns how many state rows went.
+    pub fn evict_oldest(&mut self, rows: u64) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM states WHERE id IN (SELECT id FROM states ORDER BY id LIMIT ?1)",
+            [i64::try_from(rows).unwrap_or(i64::MAX)],
+        )?;
+        tx.execute(
+            "DELETE FROM attributes WHERE id NOT IN (SELECT DISTINCT attributes FROM states WHERE attributes IS NOT NULL)",
+            [],
+        )?;
+        tx.commit()?;
+        self.attribute_ids.clear();
+        Ok(n as u64)
+    }
+
     /// The connection, for queries.
     pub fn connection(&self) -> &Connection {
         &self.conn
@@ -334,5 +362,34 @@ mod tests {
         assert_eq!(last, "1970-01-01T00:00:00.000Z");
         assert_eq!(store.last_updated_us("home").unwrap(), Some(20));
         assert_eq!(store.last_updated_us("other").unwrap(), None);
+    }
+
+    #[test]
+    fn eviction_removes_oldest_rows_and_orphaned_attributes() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        let batch: Vec<Record> = (0..100)
+            .map(|i| row("sensor.a", "1", i, &format!("{{\"i\":{i}}}")))
+            .collect();
+        store.write_batch(&batch).unwrap();
+        let used = store.used_bytes().unwrap();
+        assert!(used > 0);
+        assert_eq!(store.evict_oldest(60).unwrap(), 60);
+        let conn = store.connection();
+        let (n, min): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), min(last_updated_us) FROM states",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, min), (40, 60));
+        let attrs: i64 = conn
+            .query_row("SELECT count(*) FROM attributes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(attrs, 40);
+        // Writing again after eviction reuses no stale cached attribute ids.
+        store
+            .write_batch(&[row("sensor.a", "2", 1000, r#"{"i":0}"#)])
+            .unwrap();
     }
 }

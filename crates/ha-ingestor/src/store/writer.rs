@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{SqliteStore, StoreError};
+use super::{SqliteStore, StoreError, WriteOutcome};
+use crate::config::FullPolicy;
 use crate::record::Record;
 
 /// Batching settings.
@@ -18,6 +19,8 @@ pub struct WriterConfig {
     pub batch_size: usize,
     /// Commit at the latest this long after the first waiting record arrived.
     pub flush_interval: Duration,
+    /// The size bound and what to do when it is reached.
+    pub bound: Option<(u64, FullPolicy)>,
 }
 
 /// Starts the writer. It ends, after a final commit, when every sender is dropped; it returns the
@@ -48,9 +51,10 @@ pub fn spawn_writer(
             }
             let mut owned = store.take().expect("store is put back after each batch");
             let records = std::mem::take(&mut batch);
+            let bound = config.bound;
             let (owned, records, result) = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
-                let result = owned.write_batch(&records);
+                let result = commit(&mut owned, &records, bound);
                 metrics::histogram!("ha_ingestor_write_duration_seconds", "sink" => "sqlite")
                     .record(started.elapsed().as_secs_f64());
                 (owned, records, result)
@@ -76,6 +80,60 @@ pub fn spawn_writer(
     }))
 }
 
+/// Writes a batch within the size bound.
+fn commit(
+    store: &mut SqliteStore,
+    records: &[Record],
+    bound: Option<(u64, FullPolicy)>,
+) -> Result<WriteOutcome, StoreError> {
+    let Some((max, policy)) = bound else {
+        return store.write_batch(records);
+    };
+    if policy == FullPolicy::DropNewest && store.used_bytes()? >= max {
+        metrics::counter!("ha_ingestor_journal_full_total").increment(1);
+        for r in records {
+            metrics::counter!("ha_ingestor_events_dropped_total", "instance" => r.instance().to_string(), "reason" => "journal_full")
+                .increment(1);
+        }
+        tracing::warn!(
+            max_db_bytes = max,
+            rows = records.len(),
+            "the database is full (drop_newest): dropping new rows"
+        );
+        return Ok(WriteOutcome::default());
+    }
+    let outcome = store.write_batch(records)?;
+    if policy == FullPolicy::DropOldest && store.used_bytes()? > max {
+        metrics::counter!("ha_ingestor_journal_full_total").increment(1);
+        // Make some headroom (5 %) so eviction does not run after every batch.
+        let target = max / 20 * 19;
+        // Evict in steps of 2 % of the rows (estimated from the id range, which is O(1)).
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            store
+                .connection()
+                .query_row("SELECT min(id), max(id) FROM states", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let span = u64::try_from(hi.unwrap_or(0) - lo.unwrap_or(0)).unwrap_or(0);
+        let step = (span / 50).max(10);
+        let mut evicted = 0;
+        while store.used_bytes()? > target {
+            let n = store.evict_oldest(step)?;
+            if n == 0 {
+                break;
+            }
+            evicted += n;
+        }
+        metrics::counter!("ha_ingestor_rows_evicted_total").increment(evicted);
+        tracing::warn!(
+            max_db_bytes = max,
+            evicted,
+            "the database reached its size bound (drop_oldest): oldest rows deleted"
+        );
+    }
+    Ok(outcome)
+}
+
 fn record_metrics(records: &[Record], outcome: super::WriteOutcome) {
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -93,5 +151,75 @@ fn record_metrics(records: &[Record], outcome: super::WriteOutcome) {
             .increment(inserted);
         metrics::counter!("ha_ingestor_events_dropped_total", "instance" => instance, "reason" => "duplicate")
             .increment(duplicates);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::record::StateRow;
+
+    fn big_row(i: i64) -> Record {
+        Record::State(StateRow {
+            instance: Arc::from("home"),
+            entity_id: format!("sensor.s{}", i % 10),
+            state: i.to_string(),
+            value: Some(i as f64),
+            // Distinct attributes per row, ~2 kB each, so the bound is reached quickly.
+            attributes: format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(2000)),
+            last_changed_us: i,
+            last_updated_us: i,
+            time_fired_us: Some(i),
+            context_id: None,
+            context_user_id: None,
+            context_parent_id: None,
+        })
+    }
+
+    fn fill(policy: FullPolicy) -> SqliteStore {
+        let mut store = SqliteStore::in_memory().unwrap();
+        let max = 1 << 20;
+        for chunk in 0..20 {
+            let batch: Vec<Record> = (chunk * 100..(chunk + 1) * 100).map(big_row).collect();
+            commit(&mut store, &batch, Some((max, policy))).unwrap();
+        }
+        assert!(
+            store.used_bytes().unwrap() <= max + (256 << 10),
+            "bound held: {}",
+            store.used_bytes().unwrap()
+        );
+        store
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_rows_within_the_bound() {
+        let store = fill(FullPolicy::DropOldest);
+        let (n, newest): (i64, i64) = store
+            .connection()
+            .query_row(
+                "SELECT count(*), max(last_updated_us) FROM states",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(newest, 1999, "the newest row is kept");
+        assert!(n < 2000 && n > 100, "old rows were evicted: {n} left");
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest_rows_within_the_bound() {
+        let store = fill(FullPolicy::DropNewest);
+        let (n, oldest): (i64, i64) = store
+            .connection()
+            .query_row(
+                "SELECT count(*), min(last_updated_us) FROM states",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(oldest, 0, "the oldest row is kept");
+        assert!(n < 2000, "new rows were dropped: {n} stored");
     }
 }
