@@ -422,3 +422,30 @@ async fn trigger_resubscription_waits_for_running() {
         );
     }
 }
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes() {
+    let sim = sim().await;
+    let ws = connect(&sim, fast_config()).await;
+    let mut events = ws.subscribe_events(Some("state_changed")).await.unwrap();
+    expect_flow(&sim, &mut events, "sensor.unsub").await;
+    let commands = sim.stats().commands_received;
+    drop(events);
+    tokio::time::timeout(WAIT, async {
+        while sim.stats().commands_received < commands + 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("unsubscribe_events was sent");
+    // A round trip after the unsubscribe: HA has processed it by the time this answers.
+    ws.get_config().await.unwrap();
+    let sent = sim.stats().events_sent;
+    sim.set_state("sensor.unsub", "after", json!({}));
+    ws.get_config().await.unwrap();
+    assert_eq!(
+        sim.stats().events_sent,
+        sent,
+        "no events for a dropped subscription"
+    );
+}
