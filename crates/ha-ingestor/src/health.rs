@@ -18,6 +18,16 @@ use serde::Serialize;
 pub struct Health {
     instances: Mutex<BTreeMap<String, InstanceHealth>>,
     sink: Mutex<SinkHealth>,
+    commit: Mutex<CommitHealth>,
+}
+
+#[derive(Clone, Serialize, Default)]
+struct CommitHealth {
+    /// The largest `time_fired` → commit lag of the last batch, in seconds.
+    last_batch_lag_seconds: Option<f64>,
+    /// When the last batch was committed.
+    last_commit: Option<String>,
+    rows_committed: u64,
 }
 
 #[derive(Clone, Serialize, Default)]
@@ -61,6 +71,16 @@ impl Health {
         sink.error = Some(error);
     }
 
+    /// Records a committed batch.
+    pub fn committed(&self, rows: u64, max_lag_seconds: Option<f64>) {
+        let mut c = self.commit.lock().unwrap_or_else(|p| p.into_inner());
+        c.rows_committed += rows;
+        if max_lag_seconds.is_some() {
+            c.last_batch_lag_seconds = max_lag_seconds;
+        }
+        c.last_commit = Some(humantime_now());
+    }
+
     fn report(&self) -> (bool, serde_json::Value) {
         let instances = self
             .instances
@@ -68,6 +88,11 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let commit = self
+            .commit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let ready = sink.ok && !instances.is_empty() && instances.values().all(|i| i.connected);
         let body = serde_json::json!({
             "status": if ready { "ok" } else { "degraded" },
@@ -75,6 +100,8 @@ impl Health {
             "ready": ready,
             "instances": instances,
             "sinks": [sink],
+            "commits": commit,
+            "journal_depth": 0,
             "time": humantime_now(),
         });
         (ready, body)

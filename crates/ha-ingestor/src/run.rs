@@ -69,6 +69,7 @@ pub async fn run(
             .map_err(|e| RunError::Config(format!("attributes: {e}")))?,
     );
     let (tx, rx) = mpsc::channel(config.store.queue_capacity);
+    let health = Arc::new(Health::default());
     let mut writer = spawn_writer(
         WriterConfig {
             path: config.db.clone(),
@@ -80,8 +81,8 @@ pub async fn run(
                 .map(|max| (max, config.store.on_full)),
         },
         rx,
+        Some(health.clone()),
     )?;
-    let health = Arc::new(Health::default());
     let bound = health::serve(config.metrics_addr, metrics, health.clone())
         .await
         .map_err(|e| RunError::Config(format!("metrics_addr {}: {e}", config.metrics_addr)))?;

@@ -28,6 +28,7 @@ pub struct WriterConfig {
 pub fn spawn_writer(
     config: WriterConfig,
     mut rx: mpsc::Receiver<Record>,
+    health: Option<std::sync::Arc<crate::health::Health>>,
 ) -> Result<JoinHandle<Result<(), StoreError>>, StoreError> {
     let mut store = Some(SqliteStore::open(&config.path)?);
     Ok(tokio::spawn(async move {
@@ -63,7 +64,13 @@ pub fn spawn_writer(
             .map_err(|e| StoreError::Task(e.to_string()))?;
             store = Some(owned);
             match result {
-                Ok(outcome) => record_metrics(&records, outcome),
+                Ok(outcome) => {
+                    let inserted = outcome.inserted;
+                    let max_lag = record_metrics(&records, outcome);
+                    if let Some(h) = &health {
+                        h.committed(inserted, max_lag);
+                    }
+                }
                 Err(e) => {
                     tracing::error!(%e, rows = records.len(), "writing to SQLite failed");
                     metrics::counter!("ha_ingestor_write_errors_total", "sink" => "sqlite")
@@ -134,15 +141,19 @@ fn commit(
     Ok(outcome)
 }
 
-fn record_metrics(records: &[Record], outcome: super::WriteOutcome) {
+/// Updates the metrics; returns the batch's largest lag in seconds.
+fn record_metrics(records: &[Record], outcome: super::WriteOutcome) -> Option<f64> {
     let now_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or_default();
     let lag = metrics::histogram!("ha_ingestor_lag_seconds");
+    let mut max_lag: Option<f64> = None;
     for r in records {
         if let Some(fired) = r.time_fired_us() {
-            lag.record((now_us - fired).max(0) as f64 / 1e6);
+            let seconds = (now_us - fired).max(0) as f64 / 1e6;
+            lag.record(seconds);
+            max_lag = Some(max_lag.map_or(seconds, |m| m.max(seconds)));
         }
     }
     for (instance, inserted, duplicates) in outcome.per_instance {
@@ -152,6 +163,7 @@ fn record_metrics(records: &[Record], outcome: super::WriteOutcome) {
         metrics::counter!("ha_ingestor_events_dropped_total", "instance" => instance, "reason" => "duplicate")
             .increment(duplicates);
     }
+    max_lag
 }
 
 #[cfg(test)]
