@@ -35,6 +35,8 @@ pub struct FileConfig {
     /// Store settings.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Fill gaps from HA's history after every (re)connect (default true).
+    pub backfill: Option<bool>,
 }
 
 /// Log output format.
@@ -197,6 +199,8 @@ pub struct Config {
     pub attributes: AttributesConfig,
     /// Store settings.
     pub store: StoreConfig,
+    /// Gap backfill on (re)connect.
+    pub backfill: bool,
 }
 
 impl Config {
@@ -285,6 +289,7 @@ impl Config {
             filter: file.filter,
             attributes: file.attributes,
             store: file.store,
+            backfill: file.backfill.unwrap_or(true),
         })
     }
 }

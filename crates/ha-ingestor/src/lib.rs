@@ -4,6 +4,7 @@
 //! include/exclude semantics, attribute rules) → [`store`] (SQLite; also the journal that other sinks
 //! replicate from). [`health`] serves `/metrics` and `/health`; [`run`] wires it together.
 
+pub mod backfill;
 pub mod config;
 pub mod demo;
 pub mod filter;

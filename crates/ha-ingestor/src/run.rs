@@ -97,6 +97,10 @@ pub async fn run(
             attributes: attributes.clone(),
             tx: tx.clone(),
             health: health.clone(),
+            db: config.db.clone(),
+            backfill: config
+                .backfill
+                .then(crate::backfill::BackfillConfig::default),
         };
         sources.spawn(run_source(inst, ctx, stop_rx.clone()));
     }

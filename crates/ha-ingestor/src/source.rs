@@ -123,6 +123,10 @@ pub struct SourceContext {
     pub tx: mpsc::Sender<Record>,
     /// Health state.
     pub health: Arc<Health>,
+    /// The database, for the newest stored row of the instance (gap backfill).
+    pub db: std::path::PathBuf,
+    /// Gap backfill settings; `None` turns it off.
+    pub backfill: Option<crate::backfill::BackfillConfig>,
 }
 
 /// Runs one instance until `stop` turns true. Reconnects are handled by the client; only final
@@ -169,6 +173,24 @@ pub async fn run_source(
         },
         other => auth_err(other),
     })?;
+    // Subscribed first, so nothing new is missed; then the gap since the last stored row is read.
+    let (gap_tx, gap_rx) = mpsc::channel::<crate::backfill::Gap>(16);
+    let mut backfill_task = None;
+    if let Some(config) = ctx.backfill.clone() {
+        let backfiller = crate::backfill::Backfiller {
+            ws: ws.clone(),
+            instance: name.clone(),
+            db: ctx.db.clone(),
+            filter: ctx.filter.clone(),
+            attributes: ctx.attributes.clone(),
+            tx: ctx.tx.clone(),
+            config,
+        };
+        backfill_task = Some(tokio::spawn(backfiller.run(gap_rx)));
+        let _ = gap_tx.try_send(crate::backfill::Gap {
+            fallback_since_us: None,
+        });
+    }
     let received =
         metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
     let filtered = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "filtered");
@@ -207,9 +229,12 @@ pub async fn run_source(
                     metrics::counter!("ha_ingestor_reconnects_total", "instance" => name.to_string()).increment(1);
                     metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
                     let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
+                    let since = gap_start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
+                    let _ = gap_tx.try_send(crate::backfill::Gap { fallback_since_us: since });
                     tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
                 }
                 Ok(ConnectionEvent::EventsDropped { total, .. }) => {
+                    let _ = gap_tx.try_send(crate::backfill::Gap { fallback_since_us: None });
                     metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "buffer_overflow").absolute(total);
                     metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
                 }
@@ -224,6 +249,10 @@ pub async fn run_source(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
             },
         }
+    }
+    if let Some(task) = backfill_task {
+        // Rows it already handed over are in the writer's queue and get committed.
+        task.abort();
     }
     ws.close();
     ctx.health.set_connected(&name, false, None);

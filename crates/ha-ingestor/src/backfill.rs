@@ -1,0 +1,226 @@
+//! Gap backfill: after every (re)connect, fetch from HA's recorder what was missed.
+//!
+//! The subscription is made first, so nothing new is missed; then the gap, from the newest stored
+//! `last_updated` of the instance (minus a margin) to now, is read with
+//! `history/history_during_period` and written like live rows. The unique key on (entity,
+//! `last_updated`) makes the overlap harmless.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ha_client::ws::{HistoryQuery, HistoryState, WsClient};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::filter::{AttributeRules, EntityFilter};
+use crate::record::{Record, StateRow, numeric_value};
+
+/// Backfill settings.
+#[derive(Clone, Debug)]
+pub struct BackfillConfig {
+    /// Read back this much before the newest stored row (HA's history window excludes its start).
+    pub margin: Duration,
+    /// Entities per history request.
+    pub chunk: usize,
+    /// Never reach back further than this (HA's recorder keeps 10 days by default).
+    pub max_gap: Duration,
+    /// How long to wait for HA's recorder to write its backlog before reading.
+    pub recorder_wait: Duration,
+    /// After the first pass, read the last `tail` again once, to catch rows the recorder committed late.
+    pub tail: Duration,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            margin: Duration::from_secs(10),
+            chunk: 50,
+            max_gap: Duration::from_secs(10 * 86_400),
+            recorder_wait: Duration::from_secs(30),
+            tail: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A request to fill a gap. `fallback_since_us` is used when the store has no row of the instance
+/// yet (`None`: then there is nothing to fill).
+#[derive(Clone, Copy, Debug)]
+pub struct Gap {
+    /// Start of the gap when the store cannot tell, in microseconds.
+    pub fallback_since_us: Option<i64>,
+}
+
+/// What the backfill worker needs.
+pub struct Backfiller {
+    /// The connection.
+    pub ws: WsClient,
+    /// The instance name.
+    pub instance: Arc<str>,
+    /// The database, read for the newest stored row.
+    pub db: PathBuf,
+    /// Entity filter.
+    pub filter: Arc<EntityFilter>,
+    /// Attribute rules.
+    pub attributes: Arc<AttributeRules>,
+    /// Where rows go.
+    pub tx: mpsc::Sender<Record>,
+    /// Settings.
+    pub config: BackfillConfig,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+fn iso(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+impl Backfiller {
+    /// Serves gap requests until the channel closes. Requests that pile up while one runs are
+    /// merged into one.
+    pub async fn run(self, mut gaps: mpsc::Receiver<Gap>) {
+        while let Some(mut gap) = gaps.recv().await {
+            while let Ok(more) = gaps.try_recv() {
+                gap.fallback_since_us = match (gap.fallback_since_us, more.fallback_since_us) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            let started = Instant::now();
+            match self.fill(gap).await {
+                Ok(n) => {
+                    metrics::counter!("ha_ingestor_backfilled_states_total", "instance" => self.instance.to_string())
+                        .increment(n);
+                    metrics::histogram!("ha_ingestor_backfill_duration_seconds", "instance" => self.instance.to_string())
+                        .record(started.elapsed().as_secs_f64());
+                    if n > 0 {
+                        tracing::info!(instance = %self.instance, states = n, seconds = started.elapsed().as_secs_f64(), "gap backfilled from HA's history");
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("ha_ingestor_backfill_errors_total", "instance" => self.instance.to_string())
+                        .increment(1);
+                    tracing::error!(instance = %self.instance, %e, "gap backfill failed; it is retried at the next reconnect");
+                }
+            }
+        }
+    }
+
+    /// Fills one gap; returns the number of history states handed to the writer.
+    pub async fn fill(&self, gap: Gap) -> Result<u64, String> {
+        let stored = self.newest_stored().await?;
+        let Some(since) = stored.or(gap.fallback_since_us) else {
+            return Ok(0);
+        };
+        let floor = now_us() - i64::try_from(self.config.max_gap.as_micros()).unwrap_or(i64::MAX);
+        let start = (since - i64::try_from(self.config.margin.as_micros()).unwrap_or(0)).max(floor);
+        self.wait_for_recorder().await;
+        let entities = self.entities().await?;
+        let mut sent = self.read_window(&entities, start).await?;
+        // HA's recorder commits in intervals and can lag under load: read the tail once more.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.wait_for_recorder().await;
+        let tail_start = now_us() - i64::try_from(self.config.tail.as_micros()).unwrap_or(0);
+        sent += self.read_window(&entities, tail_start.max(start)).await?;
+        Ok(sent)
+    }
+
+    async fn newest_stored(&self) -> Result<Option<i64>, String> {
+        let db = self.db.clone();
+        let instance = self.instance.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| e.to_string())?;
+            conn.query_row(
+                "SELECT max(s.last_updated_us) FROM states s JOIN entities e ON e.id = s.entity WHERE e.instance = ?1",
+                [&*instance],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    async fn wait_for_recorder(&self) {
+        let deadline = Instant::now() + self.config.recorder_wait;
+        loop {
+            match self.ws.recorder_info().await {
+                Ok(info) if info.backlog.unwrap_or(0) == 0 => return,
+                Ok(info) => tracing::debug!(backlog = ?info.backlog, "waiting for HA's recorder"),
+                Err(e) => {
+                    tracing::warn!(%e, "recorder/info failed; reading history anyway");
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "HA's recorder still has a backlog; reading history anyway (the tail is read again)"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn entities(&self) -> Result<Vec<String>, String> {
+        let states = self.ws.get_states().await.map_err(|e| e.to_string())?;
+        Ok(states
+            .into_iter()
+            .map(|s| s.entity_id)
+            .filter(|id| self.filter.allows(id))
+            .collect())
+    }
+
+    async fn read_window(&self, entities: &[String], start_us: i64) -> Result<u64, String> {
+        let mut sent = 0;
+        for chunk in entities.chunks(self.config.chunk.max(1)) {
+            let query = HistoryQuery::new(iso(start_us), chunk.to_vec());
+            let history = self
+                .ws
+                .history_during_period(&query)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (entity_id, states) in history {
+                for s in states {
+                    let record = self.to_record(&entity_id, s);
+                    if self.tx.send(record).await.is_err() {
+                        return Ok(sent); // shutting down
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn to_record(&self, entity_id: &str, s: HistoryState) -> Record {
+        let mut attributes = s.attributes;
+        self.attributes
+            .for_entity(entity_id)
+            .retain(&mut attributes);
+        // Float epoch seconds from HA have sub-microsecond precision at today's dates: rounding gives
+        // back exactly the microseconds of the live event's ISO time, so the unique key matches.
+        let us = |secs: f64| (secs * 1e6).round() as i64;
+        Record::State(StateRow {
+            instance: self.instance.clone(),
+            entity_id: entity_id.to_string(),
+            value: numeric_value(&s.state),
+            state: s.state,
+            attributes: Value::Object(attributes).to_string(),
+            last_changed_us: us(s.last_changed),
+            last_updated_us: us(s.last_updated),
+            time_fired_us: None,
+            context_id: None,
+            context_user_id: None,
+            context_parent_id: None,
+        })
+    }
+}
