@@ -101,6 +101,8 @@ impl Health {
             "instances": instances,
             "sinks": [sink],
             "commits": commit,
+            // Rows not yet acknowledged by remote sinks: none exist yet, so always 0 (see
+            // ha_ingestor_queue_depth for rows waiting for the SQLite commit).
             "journal_depth": 0,
             "time": humantime_now(),
         });

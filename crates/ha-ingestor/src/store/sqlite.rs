@@ -90,10 +90,13 @@ pub struct WriteOutcome {
     pub duplicates: u64,
     /// `(instance, inserted, duplicates)` per instance in the batch.
     pub per_instance: Vec<(Arc<str>, u64, u64)>,
+    /// For each record of the batch, in order: whether it was inserted.
+    pub inserted_flags: Vec<bool>,
 }
 
 impl WriteOutcome {
     fn count(&mut self, instance: &Arc<str>, inserted: bool) {
+        self.inserted_flags.push(inserted);
         let i = match self
             .per_instance
             .iter()

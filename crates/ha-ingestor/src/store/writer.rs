@@ -65,6 +65,7 @@ pub fn spawn_writer(
             store = Some(owned);
             match result {
                 Ok(outcome) => {
+                    metrics::gauge!("ha_ingestor_queue_depth").set(rx.len() as f64);
                     let inserted = outcome.inserted;
                     let max_lag = record_metrics(&records, outcome);
                     if let Some(h) = &health {
@@ -149,7 +150,12 @@ fn record_metrics(records: &[Record], outcome: super::WriteOutcome) -> Option<f6
         .unwrap_or_default();
     let lag = metrics::histogram!("ha_ingestor_lag_seconds");
     let mut max_lag: Option<f64> = None;
-    for r in records {
+    // Only rows this batch really inserted: duplicates and dropped rows were not committed now.
+    for (r, _) in records
+        .iter()
+        .zip(&outcome.inserted_flags)
+        .filter(|(_, inserted)| **inserted)
+    {
         if let Some(fired) = r.time_fired_us() {
             let seconds = (now_us - fired).max(0) as f64 / 1e6;
             lag.record(seconds);
