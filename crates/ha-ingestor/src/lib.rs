@@ -2,7 +2,8 @@
 //!
 //! Layout (Vector-style): [`source`] (HA WebSocket, one per instance) → [`filter`] (HA's
 //! include/exclude semantics, attribute rules) → [`store`] (SQLite; also the journal that other sinks
-//! replicate from). [`health`] serves `/metrics` and `/health`; [`run`] wires it together.
+//! replicate from). [`health`] serves `/metrics` and `/health`; [`run`] wires it together. [`tools`] holds the
+//! setup commands (`login`, `token`, `sign-path`, `check`).
 
 pub mod backfill;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod record;
 pub mod run;
 pub mod source;
 pub mod store;
+pub mod tools;

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ha_ingestor::config::{Config, LogFormat, Overrides};
+use ha_ingestor::tools;
 
 /// Exit codes: 0 ok, 1 runtime error, 2 configuration or usage error, 3 authentication failed,
 /// 4 storage error.
 #[derive(Parser)]
-#[command(name = "ha-ingestor", version, about = "Lossless Home Assistant history into SQLite", long_about = None)]
+#[command(name = "ha-ingestor", version, about = "Lossless Home Assistant history into SQLite", long_about = None, after_help = CONNECTION_HELP)]
 struct Cli {
     /// A TOML config file (see the README's configuration reference).
     #[arg(long, global = true, env = "HA_INGESTOR_CONFIG")]
@@ -23,16 +24,140 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ConnectionArgs {
-    /// Home Assistant's URL [env: HASS_SERVER].
+    /// Home Assistant's URL, e.g. http://homeassistant.local:8123.
     #[arg(long, env = "HASS_SERVER")]
     server: Option<String>,
-    /// A file holding a long-lived access token [env: HASS_TOKEN_FILE]. The token itself can come
+    /// A file holding a long-lived access token. The token itself can come
     /// from HASS_TOKEN; it is never accepted as a flag (flags are visible in `ps`).
     #[arg(long, env = "HASS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A PEM file with the CA that signed HA's certificate (self-signed HA).
+    #[arg(long, env = "HASS_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Do not verify HA's TLS certificate (dangerous: anyone on the path can read the token).
+    #[arg(long)]
+    insecure: bool,
     /// Refused: a token on the command line is visible to every user through `ps`.
     #[arg(long, hide = true)]
     token: Option<String>,
+}
+
+impl ConnectionArgs {
+    fn refuse_token_flag(&self) -> Result<(), (u8, String)> {
+        if self.token.is_some() {
+            return Err((
+                2,
+                "--token is refused: a token on the command line is visible to every user through `ps`. \
+                 Put it in HASS_TOKEN, or in a file given by --token-file / HASS_TOKEN_FILE"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The connection options of the setup tools: those of `run`, and which instance.
+#[derive(clap::Args, Clone)]
+struct ToolConnectionArgs {
+    #[command(flatten)]
+    conn: ConnectionArgs,
+    /// Which [[instance]] of the config file, when it has several.
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+impl ToolConnectionArgs {
+    fn options(
+        self,
+        config: Option<PathBuf>,
+        db: Option<PathBuf>,
+    ) -> Result<tools::ConnectionOptions, (u8, String)> {
+        self.conn.refuse_token_flag()?;
+        Ok(tools::ConnectionOptions {
+            config,
+            server: self.conn.server,
+            token_file: self.conn.token_file,
+            ca_file: self.conn.ca_file,
+            insecure: self.conn.insecure,
+            instance: self.instance,
+            db,
+        })
+    }
+}
+
+/// Naming and delivery of a new long-lived token.
+#[derive(clap::Args, Clone)]
+struct TokenOutArgs {
+    /// The token's name, unique per user [default: ha-ingestor@<hostname>, with " (2)"... when taken].
+    #[arg(long)]
+    token_name: Option<String>,
+    /// How long the token is valid, in days.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    lifespan_days: u32,
+    /// Write the token to this file, created with mode 0600.
+    #[arg(long)]
+    token_out: Option<PathBuf>,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+    /// Print the token on stdout (only then is it shown).
+    #[arg(long)]
+    print_token: bool,
+}
+
+impl From<TokenOutArgs> for tools::TokenOutput {
+    fn from(a: TokenOutArgs) -> Self {
+        tools::TokenOutput {
+            name: a.token_name,
+            lifespan_days: a.lifespan_days,
+            out: a.token_out,
+            force: a.force,
+            print: a.print_token,
+        }
+    }
+}
+
+const CONNECTION_HELP: &str = "\
+Connection (the same for every command): the URL comes from --server / HASS_SERVER or `url` in the
+config file's [[instance]]; the token from --token-file / HASS_TOKEN_FILE, HASS_TOKEN, or the config
+(token_file, token_env, oauth_state_file); never from a flag. --ca-file / HASS_CA_FILE trusts a
+self-signed HA; --insecure turns verification off.
+
+Exit codes: 0 ok, 1 runtime error, 2 configuration or usage error, 3 authentication failed,
+4 storage error.";
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a long-lived token, authenticated with the configured token.
+    #[command(after_help = CONNECTION_HELP)]
+    Create {
+        #[command(flatten)]
+        conn: ToolConnectionArgs,
+        #[command(flatten)]
+        out: TokenOutArgs,
+    },
+    /// List the user's tokens (name, type, created, last used; never a secret).
+    #[command(after_help = CONNECTION_HELP)]
+    List {
+        #[command(flatten)]
+        conn: ToolConnectionArgs,
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name or id (auth/delete_refresh_token), or the refresh token of an OAuth
+    /// state file (/auth/revoke; the file is then removed).
+    #[command(after_help = CONNECTION_HELP)]
+    Revoke {
+        #[command(flatten)]
+        conn: ToolConnectionArgs,
+        /// The token's name or id, as `token list` shows it.
+        #[arg(required_unless_present = "oauth_state_file")]
+        name_or_id: Option<String>,
+        /// Revoke the OAuth refresh token kept in this file (from `login --oauth`).
+        #[arg(long, conflicts_with = "name_or_id")]
+        oauth_state_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -60,6 +185,64 @@ enum Command {
         /// Where /metrics and /health listen [default: 127.0.0.1:9464].
         #[arg(long, env = "HA_INGESTOR_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+    },
+    /// Log in with a username and password (and a TOTP code when MFA is on), then create a
+    /// long-lived token and write it to a 0600 file; or keep OAuth2 tokens (--oauth).
+    #[command(after_help = CONNECTION_HELP)]
+    Login {
+        #[command(flatten)]
+        conn: ToolConnectionArgs,
+        /// The username (not the display name); asked for on a terminal when missing.
+        #[arg(long, env = "HASS_USERNAME")]
+        username: Option<String>,
+        /// Read the password from the first line of stdin. Otherwise it comes from HASS_PASSWORD,
+        /// or is asked for on the terminal without echo.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The current TOTP code, when the user has two-factor authentication (asked for on a
+        /// terminal when missing).
+        #[arg(long, env = "HASS_TOTP_CODE")]
+        totp_code: Option<String>,
+        #[command(flatten)]
+        out: TokenOutArgs,
+        /// Keep OAuth2 tokens (refresh token and client_id) instead of creating a long-lived token;
+        /// use the file as `oauth_state_file` in the config.
+        #[arg(long, conflicts_with_all = ["print_token", "token_out"])]
+        oauth: bool,
+        /// Where --oauth writes the tokens (mode 0600) [default: oauth_state_file of the config].
+        #[arg(long, conflicts_with_all = ["print_token", "token_out"])]
+        oauth_state_file: Option<PathBuf>,
+        /// The OAuth client_id (an http(s) URL).
+        #[arg(long, default_value = ha_ingestor::tools::login::DEFAULT_CLIENT_ID)]
+        client_id: String,
+    },
+    /// Long-lived and login tokens of the user: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print a signed URL for a path (e.g. /api/camera_proxy/camera.door) that a plain GET can
+    /// read without a header until it expires.
+    #[command(after_help = CONNECTION_HELP)]
+    SignPath {
+        #[command(flatten)]
+        conn: ToolConnectionArgs,
+        /// The path, from the root.
+        path: String,
+        /// How long the URL works: 30s, 5m, 1h...
+        #[arg(long, default_value = "30s", value_parser = ha_ingestor::tools::sign_path::parse_expiry)]
+        expires: std::time::Duration,
+    },
+    /// Diagnose the setup step by step (DNS/TCP, TLS, HTTP, token, user, HA state, subscription,
+    /// round trip, database); exits non-zero at the first failure.
+    #[command(after_help = CONNECTION_HELP)]
+    Check {
+        #[command(flatten)]
+        conn: ToolConnectionArgs,
+        /// One JSON document on stdout, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The SQLite file to check [default: ha-ingestor.db, or `db` of the config].
+        #[arg(long, env = "HA_INGESTOR_DB")]
+        db: Option<PathBuf>,
     },
 }
 
@@ -109,14 +292,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             db,
             metrics_addr,
         } => {
-            if conn.token.is_some() {
-                return Err((
-                    2,
-                    "--token is refused: a token on the command line is visible to every user through `ps`. \
-                     Put it in HASS_TOKEN, or in a file given by --token-file / HASS_TOKEN_FILE"
-                        .into(),
-                ));
-            }
+            conn.refuse_token_flag()?;
             let overrides = Overrides {
                 db,
                 metrics_addr,
@@ -124,14 +300,84 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 token_file: conn.token_file,
                 log_format: cli.log_format,
             };
-            let config =
+            let mut config =
                 Config::load(cli.config.as_deref(), overrides).map_err(|e| (2, e.to_string()))?;
+            tools::apply_tls_overrides(&mut config, conn.ca_file, conn.insecure)
+                .map_err(|e| (2, format!("configuration: {e}")))?;
             init_logging(config.log_format, "info");
             let metrics = ha_ingestor::health::install_metrics().map_err(|e| (1, e))?;
             ha_ingestor::run::run(config, metrics, shutdown_signal(), None)
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))
         }
+        tool => {
+            // One-shot tools report their errors themselves; the client's reconnect warnings
+            // would only be noise (RUST_LOG shows them).
+            init_logging(cli.log_format.unwrap_or_default(), "error");
+            run_tool(tool, cli.config)
+                .await
+                .map_err(|e| (e.code, e.message))
+        }
+    }
+}
+
+async fn run_tool(command: Command, config: Option<PathBuf>) -> Result<(), tools::ToolError> {
+    let opts = |conn: ToolConnectionArgs| {
+        conn.options(config.clone(), None)
+            .map_err(|(code, message)| tools::ToolError { code, message })
+    };
+    match command {
+        Command::Login {
+            conn,
+            username,
+            password_stdin,
+            totp_code,
+            out,
+            oauth,
+            oauth_state_file,
+            client_id,
+        } => {
+            let login = tools::login::LoginOptions {
+                username,
+                password_stdin,
+                totp_code,
+                token: out.into(),
+                oauth: oauth || oauth_state_file.is_some(),
+                oauth_state_file,
+                client_id: Some(client_id),
+            };
+            tools::login::login(&opts(conn)?, &login).await
+        }
+        Command::Token(TokenCommand::Create { conn, out }) => {
+            tools::token::create(&opts(conn)?, &out.into()).await
+        }
+        Command::Token(TokenCommand::List { conn, json }) => {
+            tools::token::list(&opts(conn)?, json).await
+        }
+        Command::Token(TokenCommand::Revoke {
+            conn,
+            name_or_id,
+            oauth_state_file,
+        }) => {
+            tools::token::revoke(
+                &opts(conn)?,
+                name_or_id.as_deref(),
+                oauth_state_file.as_ref(),
+            )
+            .await
+        }
+        Command::SignPath {
+            conn,
+            path,
+            expires,
+        } => tools::sign_path::sign_path(&opts(conn)?, &path, expires).await,
+        Command::Check { conn, json, db } => {
+            let conn = conn
+                .options(config.clone(), db)
+                .map_err(|(code, message)| tools::ToolError { code, message })?;
+            tools::check::check(&conn, json).await
+        }
+        Command::Demo { .. } | Command::Run { .. } => Ok(()),
     }
 }
 
