@@ -12,6 +12,7 @@ pub mod filter;
 pub mod health;
 pub mod record;
 pub mod run;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod tools;

@@ -1,0 +1,1 @@
+//! Line protocol encoding: HA-compatible and clean schemas. (In progress.)

@@ -1,0 +1,76 @@
+//! Remote sinks: InfluxDB and PostgreSQL, fed from the SQLite journal.
+//!
+//! Why a journal and not a channel: the SQLite store already holds every state change durably, with
+//! a monotonic `states.id`. Each remote sink keeps its own cursor (the last acknowledged id) in the
+//! `sink_cursors` table and reads forward from it. A sink that is down only falls behind; it never
+//! stops ingestion or the other sinks, and nothing waits in RAM while it is down.
+//!
+//! A sink is a small trait ([`Sink`]): take a batch of journal rows, write them, say which rows the
+//! server rejected for good. The [`runner`] owns everything else (cursor, retries, backoff, health,
+//! dead letters).
+
+pub mod config;
+pub mod influx;
+pub mod journal;
+pub mod postgres;
+pub mod runner;
+
+use futures_util::future::BoxFuture;
+
+pub use config::{SinkConfig, SinkKind};
+pub use journal::JournalRow;
+
+/// What a write did.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    /// Rows the server accepted (or already had).
+    pub written: usize,
+    /// Rows the server refused for good (a 400 such as a field type conflict). They are dead-lettered
+    /// and the cursor moves past them.
+    pub rejected: Vec<Rejected>,
+    /// Rows the sink skipped on purpose (HA-compatible mode skips `unknown`/`unavailable`/empty).
+    pub skipped: usize,
+}
+
+/// One row a server refused.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The journal id (`states.id`).
+    pub id: i64,
+    /// The entity, for the log line.
+    pub entity_id: String,
+    /// The server's reason, e.g. `field type conflict: input field "value" ... is type string`.
+    pub reason: String,
+}
+
+/// Why a write failed as a whole. The cursor is held in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Network error, timeout, 5xx, server starting: retried with backoff and jitter.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 401/403: the sink is unhealthy until its credentials are fixed; retried slowly.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Anything the sink cannot recover from by itself (bad schema, missing database).
+    /// Retried slowly as well, since an operator may fix it while we run.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A destination for journal rows.
+///
+/// Implementations must be idempotent: after a crash the runner may hand them rows they already
+/// wrote (the cursor is committed after the write), and they must not duplicate them. InfluxDB is by
+/// nature (same series and timestamp overwrite); PostgreSQL uses `ON CONFLICT DO NOTHING`.
+pub trait Sink: Send {
+    /// Prepares the destination (creates tables, checks the database exists). Called before the
+    /// first write and after each failure.
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Writes `rows`, which are in journal order and already passed this sink's filter.
+    fn write<'a>(
+        &'a mut self,
+        rows: &'a [JournalRow],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>>;
+}

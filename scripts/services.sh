@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Real sink servers for the project's tests, from Debian's packages, on 127.0.0.1 only.
+#
+#   scripts/services.sh install                 apt-get install influxdb victoria-metrics postgresql (idempotent)
+#   scripts/services.sh start  [NAME...]        start influxdb, victoriametrics, postgres (default: all)
+#   scripts/services.sh stop   [NAME...]        stop them, by the PID recorded at start
+#   scripts/services.sh env                     print the environment the tests read
+#
+# Environment:
+#   SVC_DIR        runtime directory (default <repo>/target/services)
+#   INFLUX_PORT    InfluxDB 1.x HTTP port (default 18086)
+#   VM_PORT        VictoriaMetrics HTTP port (default 18428)
+#   PG_PORT        PostgreSQL port (default 55432)
+#
+# The tests read HA_INGESTOR_INFLUX_URL, HA_INGESTOR_VM_URL and HA_INGESTOR_PG_DSN (see `env`).
+# Stopping and starting one server (for outage tests) keeps its data: `stop influxdb; start influxdb`.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+SVC_DIR=${SVC_DIR:-$REPO_DIR/target/services}
+INFLUX_PORT=${INFLUX_PORT:-18086}
+VM_PORT=${VM_PORT:-18428}
+PG_PORT=${PG_PORT:-55432}
+PGBIN=/usr/lib/postgresql/15/bin
+
+log() { echo "[services] $*" >&2; }
+
+wait_until() { # seconds, description, command...
+    local limit=$1 what=$2; shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then log "$what did not come up within ${limit}s"; return 1; fi
+        sleep 0.1
+    done
+}
+
+install() {
+    local missing=()
+    command -v influxd >/dev/null || missing+=(influxdb influxdb-client)
+    command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
+    [[ -x $PGBIN/initdb ]] || missing+=(postgresql)
+    command -v psql >/dev/null || missing+=(postgresql-client)
+    command -v curl >/dev/null || missing+=(curl)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+running() { [[ -f $1 ]] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
+
+start_influxdb() {
+    local d=$SVC_DIR/influx
+    running "$d/pid" && return 0
+    mkdir -p "$d"
+    cat > "$d/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
+[meta]
+  dir = "$d/meta"
+[data]
+  dir = "$d/data"
+  wal-dir = "$d/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:$INFLUX_PORT"
+  auth-enabled = false
+  log-enabled = false
+CONF
+    influxd run -config "$d/influxdb.conf" > "$d/influxd.log" 2>&1 &
+    echo $! > "$d/pid"
+    wait_until 30 InfluxDB curl -sf -o /dev/null "http://127.0.0.1:$INFLUX_PORT/ping"
+    log "InfluxDB on 127.0.0.1:$INFLUX_PORT (pid $(cat "$d/pid"))"
+}
+
+start_victoriametrics() {
+    local d=$SVC_DIR/vm
+    running "$d/pid" && return 0
+    mkdir -p "$d"
+    victoria-metrics -storageDataPath="$d/data" -httpListenAddr="127.0.0.1:$VM_PORT" \
+        -retentionPeriod=100y -search.latencyOffset=0s -search.disableCache -loggerLevel=WARN \
+        > "$d/vm.log" 2>&1 &
+    echo $! > "$d/pid"
+    wait_until 30 VictoriaMetrics curl -sf "http://127.0.0.1:$VM_PORT/health"
+    log "VictoriaMetrics on 127.0.0.1:$VM_PORT (pid $(cat "$d/pid"))"
+}
+
+start_postgres() {
+    local d=$SVC_DIR/pg
+    running "$d/data/postmaster.pid" && return 0
+    mkdir -p "$d"
+    local as=()
+    if [[ $(id -u) == 0 ]]; then
+        chown postgres:postgres "$d"
+        as=(runuser -u postgres --)
+    fi
+    if [[ ! -f $d/data/PG_VERSION ]]; then
+        "${as[@]}" "$PGBIN/initdb" -D "$d/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync > "$d/initdb.log" 2>&1
+    fi
+    "${as[@]}" "$PGBIN/pg_ctl" -D "$d/data" -l "$d/server.log" -w \
+        -o "-p $PG_PORT -k $d -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        start > /dev/null
+    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='ha'" | grep -q 1 \
+        || psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc 'CREATE DATABASE ha'
+    log "PostgreSQL on 127.0.0.1:$PG_PORT (pid $(head -n1 "$d/data/postmaster.pid"))"
+}
+
+stop_pid_file() { # pid file, name
+    [[ -f $1 ]] || return 0
+    local pid; pid=$(head -n1 "$1")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        local deadline=$((SECONDS + 20))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+        log "stopped $2 (pid $pid)"
+    fi
+    rm -f "$1"
+}
+
+stop_one() {
+    case $1 in
+        influxdb) stop_pid_file "$SVC_DIR/influx/pid" InfluxDB ;;
+        victoriametrics) stop_pid_file "$SVC_DIR/vm/pid" VictoriaMetrics ;;
+        postgres)
+            # SIGINT is PostgreSQL's fast shutdown; the postmaster removes its own pid file.
+            local f=$SVC_DIR/pg/data/postmaster.pid
+            if running "$f"; then
+                local pid; pid=$(head -n1 "$f")
+                kill -INT "$pid"
+                local deadline=$((SECONDS + 20))
+                while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+                log "stopped PostgreSQL (pid $pid)"
+            fi ;;
+        *) log "unknown service $1 (influxdb, victoriametrics, postgres)"; return 2 ;;
+    esac
+}
+
+print_env() {
+    echo "HA_INGESTOR_INFLUX_URL=http://127.0.0.1:$INFLUX_PORT"
+    echo "HA_INGESTOR_VM_URL=http://127.0.0.1:$VM_PORT"
+    echo "HA_INGESTOR_PG_DSN=host=127.0.0.1 port=$PG_PORT user=postgres dbname=ha"
+}
+
+cmd=${1:-}; shift || true
+names=("$@")
+((${#names[@]})) || names=(influxdb victoriametrics postgres)
+case $cmd in
+    install) install ;;
+    start) for n in "${names[@]}"; do case $n in
+               influxdb) start_influxdb ;; victoriametrics) start_victoriametrics ;; postgres) start_postgres ;;
+               *) log "unknown service $n"; exit 2 ;; esac; done ;;
+    stop) for n in "${names[@]}"; do stop_one "$n"; done ;;
+    env) print_env ;;
+    *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
