@@ -79,6 +79,7 @@ pub async fn run(
                 .store
                 .max_db_bytes
                 .map(|max| (max, config.store.on_full)),
+            on_commit: None,
         },
         rx,
         Some(health.clone()),

@@ -4,4 +4,4 @@ mod sqlite;
 mod writer;
 
 pub use sqlite::{SCHEMA, SqliteStore, StoreError, WriteOutcome};
-pub use writer::{WriterConfig, spawn_writer};
+pub use writer::{CommitHook, WriterConfig, spawn_writer};

@@ -11,7 +11,7 @@ use crate::config::FullPolicy;
 use crate::record::Record;
 
 /// Batching settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WriterConfig {
     /// The database file.
     pub path: PathBuf,
@@ -21,7 +21,13 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// The size bound and what to do when it is reached.
     pub bound: Option<(u64, FullPolicy)>,
+    /// Called after every commit with the batch and what it did: wakes the remote sinks, and lets
+    /// the bench harness measure end-to-end lag. Runs on the writer task, so keep it short.
+    pub on_commit: Option<CommitHook>,
 }
+
+/// See [`WriterConfig::on_commit`].
+pub type CommitHook = std::sync::Arc<dyn Fn(&[Record], &WriteOutcome) + Send + Sync>;
 
 /// Starts the writer. It ends, after a final commit, when every sender is dropped; it returns the
 /// error that stopped it, if any.
@@ -67,6 +73,9 @@ pub fn spawn_writer(
                 Ok(outcome) => {
                     metrics::gauge!("ha_ingestor_queue_depth").set(rx.len() as f64);
                     let inserted = outcome.inserted;
+                    if let Some(hook) = &config.on_commit {
+                        hook(&records, &outcome);
+                    }
                     let max_lag = record_metrics(&records, outcome);
                     if let Some(h) = &health {
                         h.committed(inserted, max_lag);
