@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub store: StoreConfig,
     /// Fill gaps from HA's history after every (re)connect (default true).
     pub backfill: Option<bool>,
+    /// Remote sinks, fed from the SQLite journal.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
 /// Log output format.
@@ -134,6 +137,9 @@ pub struct StoreConfig {
     pub max_db_bytes: Option<u64>,
     /// What to do at `max_db_bytes`: `drop_oldest` (default) or `drop_newest`.
     pub on_full: FullPolicy,
+    /// Skip a state that repeats the entity's last stored one in state, attributes and
+    /// `last_changed` (only `last_updated` differs: HA re-announced it). Default true.
+    pub skip_unchanged: bool,
 }
 
 /// What the store does when `max_db_bytes` is reached.
@@ -156,6 +162,7 @@ impl Default for StoreConfig {
             queue_capacity: 10_000,
             max_db_bytes: None,
             on_full: FullPolicy::default(),
+            skip_unchanged: true,
         }
     }
 }
@@ -201,6 +208,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Gap backfill on (re)connect.
     pub backfill: bool,
+    /// Remote sinks.
+    pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
 impl Config {
@@ -270,6 +279,28 @@ impl Config {
                 )));
             }
         }
+        let mut sink_names = std::collections::HashSet::new();
+        for (i, sink) in file.sinks.iter().enumerate() {
+            let key = format!("sink[{i}] ('{}')", sink.name);
+            if sink.name.trim().is_empty() || sink.name == "sqlite" {
+                return Err(ConfigError(format!(
+                    "{key}: give the sink a name (not empty, not 'sqlite')"
+                )));
+            }
+            if !sink_names.insert(sink.name.clone()) {
+                return Err(ConfigError(format!(
+                    "{key}: the name is used twice; names must be unique (each sink keeps its own cursor under its name)"
+                )));
+            }
+            sink.kind().map_err(ConfigError)?;
+            if sink.batch_size == 0 {
+                return Err(ConfigError(format!("{key}: batch_size must be at least 1")));
+            }
+            crate::filter::EntityFilter::new(&sink.filter)
+                .map_err(|e| ConfigError(format!("{key}.filter: {e}")))?;
+            crate::filter::AttributeRules::new(&sink.attributes)
+                .map_err(|e| ConfigError(format!("{key}.attributes: {e}")))?;
+        }
         if file.store.batch_size == 0 || file.store.queue_capacity == 0 {
             return Err(ConfigError(
                 "store.batch_size and store.queue_capacity must be at least 1".into(),
@@ -290,6 +321,7 @@ impl Config {
             attributes: file.attributes,
             store: file.store,
             backfill: file.backfill.unwrap_or(true),
+            sinks: file.sinks,
         })
     }
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 pub struct Health {
     instances: Mutex<BTreeMap<String, InstanceHealth>>,
     sink: Mutex<SinkHealth>,
+    remote: Mutex<BTreeMap<String, RemoteSinkHealth>>,
     commit: Mutex<CommitHealth>,
 }
 
@@ -34,6 +35,15 @@ struct CommitHealth {
 struct InstanceHealth {
     connected: bool,
     ha_version: Option<String>,
+}
+
+#[derive(Clone, Serialize)]
+struct RemoteSinkHealth {
+    name: String,
+    ok: bool,
+    error: Option<String>,
+    /// Journal rows not yet acknowledged by this sink.
+    behind_rows: Option<u64>,
 }
 
 #[derive(Clone, Serialize)]
@@ -71,6 +81,30 @@ impl Health {
         sink.error = Some(error);
     }
 
+    /// Records a remote sink's state. `behind_rows` keeps its last value when `None`.
+    pub fn set_remote_sink(
+        &self,
+        name: &str,
+        ok: bool,
+        error: Option<String>,
+        behind_rows: Option<u64>,
+    ) {
+        let mut map = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map
+            .entry(name.to_string())
+            .or_insert_with(|| RemoteSinkHealth {
+                name: name.to_string(),
+                ok,
+                error: None,
+                behind_rows: None,
+            });
+        entry.ok = ok;
+        entry.error = error;
+        if behind_rows.is_some() {
+            entry.behind_rows = behind_rows;
+        }
+    }
+
     /// Records a committed batch.
     pub fn committed(&self, rows: u64, max_lag_seconds: Option<f64>) {
         let mut c = self.commit.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,17 +127,33 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let remote: Vec<RemoteSinkHealth> = self
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let journal_depth = remote
+            .iter()
+            .filter_map(|r| r.behind_rows)
+            .max()
+            .unwrap_or(0);
+        // A remote sink being down does not make the service unready: ingestion goes on and the
+        // journal holds the rows. It shows as "degraded".
+        let remote_ok = remote.iter().all(|r| r.ok);
         let ready = sink.ok && !instances.is_empty() && instances.values().all(|i| i.connected);
         let body = serde_json::json!({
-            "status": if ready { "ok" } else { "degraded" },
+            "status": if ready && remote_ok { "ok" } else { "degraded" },
             "live": true,
             "ready": ready,
             "instances": instances,
             "sinks": [sink],
+            "remote_sinks": remote,
             "commits": commit,
-            // Rows not yet acknowledged by remote sinks: none exist yet, so always 0 (see
-            // ha_ingestor_queue_depth for rows waiting for the SQLite commit).
-            "journal_depth": 0,
+            // Journal rows not yet acknowledged by the slowest remote sink (0 without remote
+            // sinks; see ha_ingestor_queue_depth for rows waiting for the SQLite commit).
+            "journal_depth": journal_depth,
             "time": humantime_now(),
         });
         (ready, body)

@@ -70,6 +70,22 @@ pub async fn run(
     );
     let (tx, rx) = mpsc::channel(config.store.queue_capacity);
     let health = Arc::new(Health::default());
+    // Remote sinks are built first, so a bad sink config stops us before anything runs.
+    let mut remote = Vec::new();
+    for sc in &config.sinks {
+        let sink = crate::sink::build(sc).map_err(RunError::Config)?;
+        let filter = EntityFilter::new(&sc.filter)
+            .map_err(|e| RunError::Config(format!("sink '{}'.filter: {e}", sc.name)))?;
+        let attributes = AttributeRules::new(&sc.attributes)
+            .map_err(|e| RunError::Config(format!("sink '{}'.attributes: {e}", sc.name)))?;
+        remote.push((sc.clone(), sink, filter, attributes));
+    }
+    let (commits_tx, commits_rx) = watch::channel(0u64);
+    let on_commit: crate::store::CommitHook = Arc::new(move |_records, outcome| {
+        if outcome.inserted > 0 {
+            commits_tx.send_modify(|n| *n += 1);
+        }
+    });
     let mut writer = spawn_writer(
         WriterConfig {
             path: config.db.clone(),
@@ -79,7 +95,8 @@ pub async fn run(
                 .store
                 .max_db_bytes
                 .map(|max| (max, config.store.on_full)),
-            on_commit: None,
+            on_commit: Some(on_commit),
+            skip_unchanged: config.store.skip_unchanged,
         },
         rx,
         Some(health.clone()),
@@ -91,6 +108,22 @@ pub async fn run(
     spawn_db_size_gauge(config.db.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (sinks_stop_tx, sinks_stop_rx) = watch::channel(false);
+    let mut sink_tasks = JoinSet::new();
+    for (sc, sink, filter, attributes) in remote {
+        let runner = crate::sink::runner::SinkRunner {
+            name: sc.name.clone(),
+            sink,
+            journal: config.db.clone(),
+            filter,
+            attributes,
+            batch_size: sc.batch_size,
+            start: sc.start,
+            commits: commits_rx.clone(),
+            health: health.clone(),
+        };
+        sink_tasks.spawn(runner.run(sinks_stop_rx.clone()));
+    }
     let mut sources = JoinSet::new();
     for inst in config.instances.clone() {
         let ctx = SourceContext {
@@ -127,6 +160,7 @@ pub async fn run(
             };
             health.set_sink_error(e.to_string());
             let _ = stop_tx.send(true);
+            let _ = sinks_stop_tx.send(true);
             return Err(e);
         }
     }
@@ -139,7 +173,12 @@ pub async fn run(
         }
     }
     // Every sender is gone now: the writer commits what it holds and ends.
-    match writer.await {
+    let written = writer.await;
+    // Remote sinks stop where they are: their cursors are saved, and what they have not sent yet
+    // stays in the journal for the next start.
+    let _ = sinks_stop_tx.send(true);
+    while sink_tasks.join_next().await.is_some() {}
+    match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
         Err(e) => return Err(RunError::Other(e.to_string())),

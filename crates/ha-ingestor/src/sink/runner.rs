@@ -1,1 +1,295 @@
-//! The per-sink loop: read the journal from the cursor, write, advance. (In progress.)
+//! The per-sink loop: read the journal from the cursor, filter, write, advance the cursor.
+//!
+//! The cursor only moves after the sink acknowledged a batch, so a crash or an outage replays
+//! rows rather than losing them; sinks are idempotent, so a replay writes no duplicates.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ha_client::RetryPolicy;
+use tokio::sync::watch;
+
+use super::journal::{Journal, JournalRow};
+use super::{Sink, SinkError, SinkStart};
+use crate::filter::{AttributeRules, EntityFilter};
+use crate::health::Health;
+
+/// Everything one sink's loop needs.
+pub struct SinkRunner {
+    /// The sink's name (cursor key, metric label).
+    pub name: String,
+    /// The destination.
+    pub sink: Box<dyn Sink>,
+    /// The SQLite journal file.
+    pub journal: PathBuf,
+    /// This sink's own entity filter (on top of the global one, which already ran at ingest).
+    pub filter: EntityFilter,
+    /// This sink's own attribute rules.
+    pub attributes: AttributeRules,
+    /// Rows per write.
+    pub batch_size: usize,
+    /// Where a new cursor starts.
+    pub start: SinkStart,
+    /// Ticks after every SQLite commit.
+    pub commits: watch::Receiver<u64>,
+    /// `/health`.
+    pub health: Arc<Health>,
+}
+
+/// Delays between retries while a sink is unavailable: quick at first, capped at 30 s.
+fn unavailable_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(30),
+    }
+}
+
+/// Delays after an auth or configuration failure: slow, since only an operator can fix it.
+fn failed_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(120),
+    }
+}
+
+/// Runs blocking journal work off the async threads.
+async fn with_journal<T: Send + 'static>(
+    journal: &Arc<Mutex<Journal>>,
+    f: impl FnOnce(&mut Journal) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let journal = journal.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut j).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+impl SinkRunner {
+    /// Runs until `stop` turns true. Never returns an error: a sink that fails is reported in
+    /// `/health` and the metrics, and retried; ingestion and the other sinks go on.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let name = self.name.clone();
+        let journal = loop {
+            match Journal::open(&self.journal) {
+                Ok(j) => break Arc::new(Mutex::new(j)),
+                Err(e) => {
+                    tracing::error!(sink = %name, %e, "cannot open the journal; retrying in 5 s");
+                    if sleep_or_stop(Duration::from_secs(5), &mut stop).await {
+                        return;
+                    }
+                }
+            }
+        };
+        let start = self.start;
+        let key = name.clone();
+        let mut cursor = match with_journal(&journal, move |j| {
+            let start = match start {
+                SinkStart::All => 0,
+                SinkStart::New => j.head()?,
+            };
+            j.cursor(&key, start)
+        })
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(sink = %name, %e, "cannot read the sink's cursor");
+                self.health.set_remote_sink(&name, false, Some(e), None);
+                return;
+            }
+        };
+        tracing::info!(sink = %name, cursor, "sink started");
+        let mut prepared = false;
+        let mut failures: u32 = 0;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let step = if prepared {
+                self.step(&journal, cursor).await
+            } else {
+                self.sink.prepare().await.map(|()| {
+                    prepared = true;
+                    Step::Prepared
+                })
+            };
+            match step {
+                Ok(Step::Prepared) => continue,
+                Ok(Step::Idle { head }) => {
+                    if failures > 0 {
+                        tracing::info!(sink = %name, "sink recovered");
+                        failures = 0;
+                    }
+                    self.report(cursor, head, None);
+                    // Wait for the next commit (or a periodic re-check, in case of a missed tick).
+                    tokio::select! {
+                        _ = self.commits.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                Ok(Step::Wrote { last_id, head }) => {
+                    if failures > 0 {
+                        tracing::info!(sink = %name, "sink recovered");
+                        failures = 0;
+                    }
+                    cursor = last_id;
+                    self.report(cursor, head, None);
+                }
+                Err(e) => {
+                    prepared = false;
+                    failures = failures.saturating_add(1);
+                    let (kind, policy) = match &e {
+                        SinkError::Unavailable(_) => ("unavailable", unavailable_policy()),
+                        SinkError::Unauthorized(_) => ("unauthorized", failed_policy()),
+                        SinkError::Failed(_) => ("failed", failed_policy()),
+                    };
+                    let delay = policy.backoff(failures);
+                    metrics::counter!("ha_ingestor_sink_errors_total", "sink" => name.clone(), "kind" => kind).increment(1);
+                    // Log the first failure and then every tenth, so a long outage does not flood.
+                    if failures == 1 || failures.is_multiple_of(10) {
+                        tracing::warn!(sink = %name, error = %e, kind, failures, retry_in = ?delay, "sink write failed; the cursor is held and nothing is lost");
+                    }
+                    self.health
+                        .set_remote_sink(&name, false, Some(e.to_string()), None);
+                    if sleep_or_stop(delay, &mut stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, cursor: i64, head: i64, error: Option<String>) {
+        let behind = (head - cursor).max(0);
+        metrics::gauge!("ha_ingestor_sink_behind_rows", "sink" => self.name.clone())
+            .set(behind as f64);
+        metrics::gauge!("ha_ingestor_sink_up", "sink" => self.name.clone()).set(1.0);
+        self.health
+            .set_remote_sink(&self.name, true, error, Some(behind as u64));
+    }
+
+    /// One batch: read, filter, write, advance.
+    async fn step(
+        &mut self,
+        journal: &Arc<Mutex<Journal>>,
+        cursor: i64,
+    ) -> Result<Step, SinkError> {
+        let limit = self.batch_size;
+        let (rows, head) = with_journal(journal, move |j| {
+            Ok((j.read_after(cursor, limit)?, j.head()?))
+        })
+        .await
+        .map_err(|e| SinkError::Failed(format!("reading the journal: {e}")))?;
+        let Some(last_id) = rows.last().map(|r| r.id) else {
+            return Ok(Step::Idle { head });
+        };
+        let rows = self.apply_rules(rows);
+        let report = if rows.is_empty() {
+            super::WriteReport::default()
+        } else {
+            self.sink.write(&rows).await?
+        };
+        for r in &report.rejected {
+            tracing::error!(sink = %self.name, entity_id = %r.entity_id, journal_id = r.id, reason = %r.reason,
+                "the server rejected a row for good; it is kept in the dead_letters table");
+        }
+        let name = self.name.clone();
+        let dead = report.rejected.clone();
+        with_journal(journal, move |j| j.advance(&name, last_id, &dead))
+            .await
+            .map_err(|e| SinkError::Failed(format!("saving the cursor: {e}")))?;
+        let label = self.name.clone();
+        metrics::counter!("ha_ingestor_sink_rows_written_total", "sink" => label.clone())
+            .increment(report.written as u64);
+        metrics::counter!("ha_ingestor_sink_rows_rejected_total", "sink" => label.clone())
+            .increment(report.rejected.len() as u64);
+        metrics::counter!("ha_ingestor_sink_rows_skipped_total", "sink" => label)
+            .increment(report.skipped as u64);
+        Ok(Step::Wrote { last_id, head })
+    }
+
+    /// This sink's filter and attribute rules.
+    fn apply_rules(&self, mut rows: Vec<JournalRow>) -> Vec<JournalRow> {
+        rows.retain(|r| self.filter.allows(&r.entity_id));
+        for row in &mut rows {
+            let policy = self.attributes.for_entity(&row.entity_id);
+            if policy.keeps_all() {
+                continue;
+            }
+            // Rare path (per-sink attribute rules): rewrite the kept attributes, in HA's order.
+            if let Some(kept) = retain_attributes(&row.attributes, |k| policy.keeps(k)) {
+                row.attributes = kept;
+            }
+        }
+        rows
+    }
+}
+
+/// The JSON object `object` with only the keys `keep` accepts, in their original order (serde_json's
+/// map is sorted, and HA's attribute order is part of what HA-compatible points look like).
+fn retain_attributes(object: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    struct Pairs;
+    impl<'de> Visitor<'de> for Pairs {
+        type Value = Vec<(String, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    let pairs = serde_json::Deserializer::from_str(object)
+        .deserialize_map(Pairs)
+        .ok()?;
+    let mut out = String::with_capacity(object.len());
+    out.push('{');
+    for (k, v) in pairs.iter().filter(|(k, _)| keep(k)) {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).ok()?);
+        out.push(':');
+        out.push_str(v.get());
+    }
+    out.push('}');
+    Some(out)
+}
+
+enum Step {
+    Prepared,
+    Idle { head: i64 },
+    Wrote { last_id: i64, head: i64 },
+}
+
+/// Sleeps; true when `stop` turned true meanwhile.
+async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retain_attributes;
+
+    #[test]
+    fn attribute_rules_keep_order_and_values() {
+        let json = r#"{"z":1,"friendly_name":"K\"x","a":[1,{"b":null}],"drop":true}"#;
+        let kept = retain_attributes(json, |k| k != "drop").unwrap();
+        assert_eq!(kept, r#"{"z":1,"friendly_name":"K\"x","a":[1,{"b":null}]}"#);
+        assert_eq!(retain_attributes("not json", |_| true), None);
+    }
+}

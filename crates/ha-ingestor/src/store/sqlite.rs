@@ -92,6 +92,10 @@ pub struct WriteOutcome {
     pub per_instance: Vec<(Arc<str>, u64, u64)>,
     /// For each record of the batch, in order: whether it was inserted.
     pub inserted_flags: Vec<bool>,
+    /// Rows skipped because they repeat the entity's last stored row (same state, attributes and
+    /// `last_changed`; only `last_updated` differs): HA re-announcing a state, which carries no new
+    /// information. See [`SqliteStore::set_skip_unchanged`].
+    pub unchanged: u64,
 }
 
 impl WriteOutcome {
@@ -123,6 +127,18 @@ pub struct SqliteStore {
     conn: Connection,
     entity_ids: HashMap<(Arc<str>, String), i64>,
     attribute_ids: HashMap<u64, i64>,
+    /// The newest stored row per entity, for skipping unchanged re-announcements.
+    last: HashMap<i64, LastRow>,
+    skip_unchanged: bool,
+}
+
+/// What is compared to decide that a row repeats the last one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LastRow {
+    last_updated_us: i64,
+    last_changed_us: i64,
+    state_hash: u64,
+    attributes: i64,
 }
 
 const ATTRIBUTE_CACHE: usize = 100_000;
@@ -155,7 +171,17 @@ impl SqliteStore {
             conn,
             entity_ids: HashMap::new(),
             attribute_ids: HashMap::new(),
+            last: HashMap::new(),
+            skip_unchanged: true,
         })
+    }
+
+    /// Whether to skip rows that repeat the entity's last stored row in state, attributes and
+    /// `last_changed` (default on). Such a row differs only in `last_updated`: HA re-announced a
+    /// state it already had (an integration reload, a restore). Keeping it adds a point with no
+    /// new information; skipping it keeps sinks free of the restart duplicates users complain of.
+    pub fn set_skip_unchanged(&mut self, skip: bool) {
+        self.skip_unchanged = skip;
     }
 
     /// Writes a batch in one transaction. Rows that are already there are skipped.
@@ -177,6 +203,28 @@ impl SqliteStore {
                         let entity = entity_id(&tx, &mut self.entity_ids, row)?;
                         let attributes =
                             attribute_id(&tx, &mut self.attribute_ids, &row.attributes)?;
+                        let this = LastRow {
+                            last_updated_us: row.last_updated_us,
+                            last_changed_us: row.last_changed_us,
+                            state_hash: xxhash_rust::xxh3::xxh3_64(row.state.as_bytes()),
+                            attributes,
+                        };
+                        let last = last_row(&tx, &mut self.last, entity)?;
+                        if self.skip_unchanged
+                            && last.is_some_and(|l| {
+                                l.last_updated_us < this.last_updated_us
+                                    && l.last_changed_us == this.last_changed_us
+                                    && l.state_hash == this.state_hash
+                                    && l.attributes == this.attributes
+                            })
+                        {
+                            outcome.unchanged += 1;
+                            outcome.inserted_flags.push(false);
+                            continue;
+                        }
+                        if last.is_none_or(|l| l.last_updated_us < this.last_updated_us) {
+                            self.last.insert(entity, this);
+                        }
                         insert_state.execute(params![
                             entity,
                             row.state,
@@ -213,6 +261,7 @@ impl SqliteStore {
             // The transaction rolled back: ids cached during it may not exist.
             self.entity_ids.clear();
             self.attribute_ids.clear();
+            self.last.clear();
             return Err(e.into());
         }
         Ok(outcome)
@@ -256,6 +305,7 @@ impl SqliteStore {
         )?;
         tx.commit()?;
         self.attribute_ids.clear();
+        self.last.clear();
         Ok(n as u64)
     }
 
@@ -284,6 +334,35 @@ fn entity_id(
         .query_row(params![&*row.instance, row.entity_id], |r| r.get(0))?;
     cache.insert((row.instance.clone(), row.entity_id.clone()), id);
     Ok(id)
+}
+
+/// The newest stored row of `entity`, from the cache or the database (once per entity).
+fn last_row(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut HashMap<i64, LastRow>,
+    entity: i64,
+) -> Result<Option<LastRow>, StoreError> {
+    if let Some(l) = cache.get(&entity) {
+        return Ok(Some(*l));
+    }
+    let found = tx
+        .prepare_cached(
+            "SELECT last_updated_us, last_changed_us, state, coalesce(attributes, 0) FROM states \
+             WHERE entity = ?1 ORDER BY last_updated_us DESC LIMIT 1",
+        )?
+        .query_row([entity], |r| {
+            Ok(LastRow {
+                last_updated_us: r.get(0)?,
+                last_changed_us: r.get(1)?,
+                state_hash: xxhash_rust::xxh3::xxh3_64(r.get_ref(2)?.as_str()?.as_bytes()),
+                attributes: r.get(3)?,
+            })
+        })
+        .optional()?;
+    if let Some(l) = found {
+        cache.insert(entity, l);
+    }
+    Ok(found)
 }
 
 fn attribute_id(
@@ -365,6 +444,74 @@ mod tests {
         assert_eq!(last, "1970-01-01T00:00:00.000Z");
         assert_eq!(store.last_updated_us("home").unwrap(), Some(20));
         assert_eq!(store.last_updated_us("other").unwrap(), None);
+    }
+
+    /// `row` with a separate `last_changed`.
+    fn changed_at(entity: &str, state: &str, changed: i64, updated: i64, attrs: &str) -> Record {
+        let Record::State(mut r) = row(entity, state, updated, attrs) else {
+            unreachable!()
+        };
+        r.last_changed_us = changed;
+        Record::State(r)
+    }
+
+    fn stored(store: &SqliteStore) -> Vec<i64> {
+        let conn = store.connection();
+        let mut stmt = conn
+            .prepare("SELECT last_updated_us FROM states ORDER BY last_updated_us")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_re_announcements_are_skipped() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        let a = r#"{"u":"W"}"#;
+        store
+            .write_batch(&[changed_at("sensor.a", "1", 10, 10, a)])
+            .unwrap();
+        // Same state, attributes and last_changed; only last_updated moved: skipped.
+        let o = store
+            .write_batch(&[changed_at("sensor.a", "1", 10, 20, a)])
+            .unwrap();
+        assert_eq!((o.inserted, o.unchanged), (0, 1));
+        // An attribute change (last_changed stays): kept.
+        let o = store
+            .write_batch(&[changed_at("sensor.a", "1", 10, 30, r#"{"u":"kW"}"#)])
+            .unwrap();
+        assert_eq!((o.inserted, o.unchanged), (1, 0));
+        // Same state and attributes but a new last_changed (a real off→on→off HA collapsed): kept.
+        let o = store
+            .write_batch(&[changed_at("sensor.a", "1", 40, 40, r#"{"u":"kW"}"#)])
+            .unwrap();
+        assert_eq!(o.inserted, 1);
+        // An older row arriving late (backfill) is never compared with newer ones: kept.
+        let o = store
+            .write_batch(&[changed_at("sensor.a", "1", 10, 15, a)])
+            .unwrap();
+        assert_eq!(o.inserted, 1);
+        assert_eq!(stored(&store), vec![10, 15, 30, 40]);
+        // A new process (empty cache) still compares with what is in the file.
+        let mut fresh = SqliteStore {
+            conn: std::mem::replace(&mut store.conn, Connection::open_in_memory().unwrap()),
+            entity_ids: HashMap::new(),
+            attribute_ids: HashMap::new(),
+            last: HashMap::new(),
+            skip_unchanged: true,
+        };
+        let o = fresh
+            .write_batch(&[changed_at("sensor.a", "1", 40, 50, r#"{"u":"kW"}"#)])
+            .unwrap();
+        assert_eq!(o.unchanged, 1);
+        // Off: every row is kept.
+        fresh.set_skip_unchanged(false);
+        let o = fresh
+            .write_batch(&[changed_at("sensor.a", "1", 40, 60, r#"{"u":"kW"}"#)])
+            .unwrap();
+        assert_eq!(o.inserted, 1);
     }
 
     #[test]

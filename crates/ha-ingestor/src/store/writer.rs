@@ -24,6 +24,8 @@ pub struct WriterConfig {
     /// Called after every commit with the batch and what it did: wakes the remote sinks, and lets
     /// the bench harness measure end-to-end lag. Runs on the writer task, so keep it short.
     pub on_commit: Option<CommitHook>,
+    /// Skip rows that repeat the entity's last row (see [`SqliteStore::set_skip_unchanged`]).
+    pub skip_unchanged: bool,
 }
 
 /// See [`WriterConfig::on_commit`].
@@ -36,7 +38,9 @@ pub fn spawn_writer(
     mut rx: mpsc::Receiver<Record>,
     health: Option<std::sync::Arc<crate::health::Health>>,
 ) -> Result<JoinHandle<Result<(), StoreError>>, StoreError> {
-    let mut store = Some(SqliteStore::open(&config.path)?);
+    let mut store = SqliteStore::open(&config.path)?;
+    store.set_skip_unchanged(config.skip_unchanged);
+    let mut store = Some(store);
     Ok(tokio::spawn(async move {
         let mut batch: Vec<Record> = Vec::with_capacity(config.batch_size);
         loop {
@@ -170,6 +174,9 @@ fn record_metrics(records: &[Record], outcome: super::WriteOutcome) -> Option<f6
             lag.record(seconds);
             max_lag = Some(max_lag.map_or(seconds, |m| m.max(seconds)));
         }
+    }
+    if outcome.unchanged > 0 {
+        metrics::counter!("ha_ingestor_states_unchanged_total").increment(outcome.unchanged);
     }
     for (instance, inserted, duplicates) in outcome.per_instance {
         let instance = instance.to_string();
