@@ -202,25 +202,33 @@ impl Backfiller {
     }
 
     fn to_record(&self, entity_id: &str, s: HistoryState) -> Record {
-        let mut attributes = s.attributes;
-        self.attributes
-            .for_entity(entity_id)
-            .retain(&mut attributes);
-        // Float epoch seconds from HA have sub-microsecond precision at today's dates: rounding gives
-        // back exactly the microseconds of the live event's ISO time, so the unique key matches.
-        let us = |secs: f64| (secs * 1e6).round() as i64;
-        Record::State(StateRow {
-            instance: self.instance.clone(),
-            entity_id: entity_id.to_string(),
-            value: numeric_value(&s.state),
-            state: s.state,
-            attributes: Value::Object(attributes).to_string(),
-            last_changed_us: us(s.last_changed),
-            last_updated_us: us(s.last_updated),
-            time_fired_us: None,
-            context_id: None,
-            context_user_id: None,
-            context_parent_id: None,
-        })
+        history_record(&self.instance, &self.attributes, entity_id, s)
     }
+}
+
+/// A state from HA's history as a row (no `time_fired` or context: history has neither).
+pub fn history_record(
+    instance: &Arc<str>,
+    rules: &AttributeRules,
+    entity_id: &str,
+    s: HistoryState,
+) -> Record {
+    let mut attributes = s.attributes;
+    rules.for_entity(entity_id).retain(&mut attributes);
+    // Float epoch seconds from HA have sub-microsecond precision at today's dates: rounding gives
+    // back exactly the microseconds of the live event's ISO time, so the unique key matches.
+    let us = |secs: f64| (secs * 1e6).round() as i64;
+    Record::State(StateRow {
+        instance: instance.clone(),
+        entity_id: entity_id.to_string(),
+        value: numeric_value(&s.state),
+        state: s.state,
+        attributes: Value::Object(attributes).to_string(),
+        last_changed_us: us(s.last_changed),
+        last_updated_us: us(s.last_updated),
+        time_fired_us: None,
+        context_id: None,
+        context_user_id: None,
+        context_parent_id: None,
+    })
 }

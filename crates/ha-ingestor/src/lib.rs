@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod filter;
 pub mod health;
+pub mod import;
 pub mod record;
 pub mod run;
 pub mod sink;

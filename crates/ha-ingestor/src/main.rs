@@ -186,6 +186,29 @@ enum Command {
         #[arg(long, env = "HA_INGESTOR_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
     },
+    /// Import Home Assistant's recorded history (its recorder keeps 10 days by default) into the
+    /// store, from where remote sinks receive it. Resumable: a second run skips the day slices the
+    /// first one finished. A progress bar on a terminal, plain lines otherwise.
+    Backfill {
+        #[command(flatten)]
+        conn: ConnectionArgs,
+        /// The SQLite file [default: ha-ingestor.db].
+        #[arg(long, env = "HA_INGESTOR_DB")]
+        db: Option<PathBuf>,
+        /// Start: a duration back from now (7d, 36h, 90min) or a UTC timestamp (2026-11-01,
+        /// 2026-11-01T12:00:00Z).
+        #[arg(long)]
+        since: String,
+        /// End, in the same formats [default: now].
+        #[arg(long)]
+        until: Option<String>,
+        /// Entities per history request.
+        #[arg(long, default_value_t = 50)]
+        chunk: usize,
+        /// Forget which slices earlier runs finished and read everything again.
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Log in with a username and password (and a TOTP code when MFA is on), then create a
     /// long-lived token and write it to a 0600 file; or keep OAuth2 tokens (--oauth).
     #[command(after_help = CONNECTION_HELP)]
@@ -310,6 +333,47 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))
         }
+        Command::Backfill {
+            conn,
+            db,
+            since,
+            until,
+            chunk,
+            fresh,
+        } => {
+            conn.refuse_token_flag()?;
+            let overrides = Overrides {
+                db,
+                server: conn.server,
+                token_file: conn.token_file,
+                log_format: cli.log_format,
+                ..Overrides::default()
+            };
+            let mut config =
+                Config::load(cli.config.as_deref(), overrides).map_err(|e| (2, e.to_string()))?;
+            tools::apply_tls_overrides(&mut config, conn.ca_file, conn.insecure)
+                .map_err(|e| (2, format!("configuration: {e}")))?;
+            init_logging(config.log_format, "warn");
+            let now = jiff::Timestamp::now().as_microsecond();
+            let since_us = ha_ingestor::import::parse_since(&since, now)
+                .map_err(|e| (2, format!("--since: {e}")))?;
+            let until_us = until
+                .map(|u| ha_ingestor::import::parse_since(&u, now))
+                .transpose()
+                .map_err(|e| (2, format!("--until: {e}")))?;
+            let options = ha_ingestor::import::ImportOptions {
+                since_us,
+                until_us,
+                chunk,
+                fresh,
+                progress_bar: None,
+            };
+            let summary = ha_ingestor::import::import(config, options)
+                .await
+                .map_err(|e| (e.exit_code(), e.to_string()))?;
+            println!("{summary}");
+            Ok(())
+        }
         tool => {
             // One-shot tools report their errors themselves; the client's reconnect warnings
             // would only be noise (RUST_LOG shows them).
@@ -377,7 +441,7 @@ async fn run_tool(command: Command, config: Option<PathBuf>) -> Result<(), tools
                 .map_err(|(code, message)| tools::ToolError { code, message })?;
             tools::check::check(&conn, json).await
         }
-        Command::Demo { .. } | Command::Run { .. } => Ok(()),
+        Command::Demo { .. } | Command::Run { .. } | Command::Backfill { .. } => Ok(()),
     }
 }
 

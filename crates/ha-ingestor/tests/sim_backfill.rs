@@ -206,3 +206,79 @@ async fn a_connection_drop_under_load_leaves_no_gap_and_no_duplicate() {
     assert!(n >= 600, "{n} rows");
     stop(service).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_import_fills_the_store_once_and_resumes() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ha.db");
+    let entities = ["sensor.imp_a", "sensor.imp_b", "light.imp_c"];
+    for i in 0..100 {
+        let e = entities[i % 3];
+        sim.set_state(
+            e,
+            &i.to_string(),
+            json!({"n": i, "unit_of_measurement": "W"}),
+        );
+    }
+    let config = || {
+        Config::resolve(
+            FileConfig {
+                instances: vec![InstanceConfig::with_token(
+                    "sim",
+                    &sim.url(),
+                    Secret::new(sim.config().admin_token.clone()),
+                )],
+                ..FileConfig::default()
+            },
+            Overrides {
+                db: Some(db.clone()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap()
+    };
+    let now = jiff::Timestamp::now().as_microsecond();
+    // Two days back: three day slices, the history sits in the last one.
+    let options = ha_ingestor::import::ImportOptions {
+        since_us: now - 2 * 86_400_000_000,
+        until_us: Some(now),
+        chunk: 2,
+        fresh: false,
+        progress_bar: Some(false),
+    };
+    let first = ha_ingestor::import::import(config(), options.clone())
+        .await
+        .unwrap();
+    assert!(first.states_read >= 100, "{first}");
+    assert_eq!(first.slices_skipped, 0, "{first}");
+    let n = wait_equal(&sim, &db, &entities).await;
+    assert_eq!(n, 100);
+
+    // The same window again: every slice is done, nothing is read.
+    let second = ha_ingestor::import::import(config(), options.clone())
+        .await
+        .unwrap();
+    assert_eq!((second.slices_read, second.states_read), (0, 0), "{second}");
+    // --fresh reads again, and the unique key keeps the store free of duplicates.
+    let third = ha_ingestor::import::import(
+        config(),
+        ha_ingestor::import::ImportOptions {
+            fresh: true,
+            ..options
+        },
+    )
+    .await
+    .unwrap();
+    assert!(third.states_read >= 100, "{third}");
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM states_view WHERE entity_id IN ('sensor.imp_a', 'sensor.imp_b', 'light.imp_c')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 100, "no duplicates after three imports");
+    assert_eq!(wait_equal(&sim, &db, &entities).await, 100);
+}

@@ -1,0 +1,376 @@
+//! History import (`ha-ingestor backfill --since`): the recorder's retained history into the store.
+//!
+//! The window is read in day-sized slices (aligned to UTC midnight) and chunks of entities, so a
+//! long import neither asks HA for one huge answer nor holds it in memory. Each finished slice is
+//! recorded in the `import_progress` table; a second run skips the slices already done, so an
+//! interrupted import resumes where it stopped. Writes go through the normal writer: idempotent on
+//! (entity, `last_updated`), so overlaps and re-runs never duplicate. Remote sinks then receive the
+//! rows from the journal like any others.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ha_client::ws::{HistoryQuery, WsClient};
+use rusqlite::{Connection, params};
+use tokio::sync::mpsc;
+
+use crate::backfill::history_record;
+use crate::config::Config;
+use crate::filter::{AttributeRules, EntityFilter};
+use crate::run::RunError;
+use crate::source::{tls_options, token_source};
+use crate::store::{WriterConfig, spawn_writer};
+
+/// What to import.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Start, in microseconds since the epoch.
+    pub since_us: i64,
+    /// End (default now), in microseconds.
+    pub until_us: Option<i64>,
+    /// Entities per history request.
+    pub chunk: usize,
+    /// Ignore the progress of earlier runs.
+    pub fresh: bool,
+    /// Draw a progress bar (a terminal); otherwise print a line per slice.
+    pub progress_bar: Option<bool>,
+}
+
+/// What an import did.
+#[derive(Debug, Default)]
+pub struct ImportSummary {
+    /// History states read from HA.
+    pub states_read: u64,
+    /// Slices read now.
+    pub slices_read: u64,
+    /// Slices skipped because an earlier run finished them.
+    pub slices_skipped: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "imported {} history states in {:.1} s ({} day slices read, {} already done by an earlier run)",
+            self.states_read, self.seconds, self.slices_read, self.slices_skipped
+        )
+    }
+}
+
+/// Parses `--since`: a duration back from now (`7d`, `36h`) or a timestamp (`2026-11-01`,
+/// `2026-11-01T12:00:00Z`).
+pub fn parse_since(text: &str, now_us: i64) -> Result<i64, String> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(now_us - i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    }
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_microsecond());
+    }
+    if let Ok(d) = text.parse::<jiff::civil::Date>() {
+        let t = d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|e| e.to_string())?
+            .timestamp();
+        return Ok(t.as_microsecond());
+    }
+    Err(format!(
+        "'{text}' is neither a duration (7d, 36h, 90min) nor a timestamp (2026-11-01 or 2026-11-01T12:00:00Z)"
+    ))
+}
+
+const DAY_US: i64 = 86_400_000_000;
+/// Each slice starts this much before the previous one ended: HA's history window leaves out rows
+/// exactly at its start, and the overlap costs only idempotent re-writes.
+const OVERLAP_US: i64 = 1_000_000;
+
+/// Day slices `[start, end)` covering `[since, until)`.
+fn slices(since: i64, until: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut start = since;
+    while start < until {
+        let end = ((start.div_euclid(DAY_US) + 1) * DAY_US).min(until);
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+fn iso(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+struct Progress {
+    conn: Connection,
+}
+
+impl Progress {
+    fn open(db: &std::path::Path) -> Result<Self, String> {
+        let conn = Connection::open(db).map_err(|e| format!("{}: {e}", db.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .and_then(|()| {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS import_progress (
+                         instance TEXT NOT NULL,
+                         start_us INTEGER NOT NULL,   -- a finished slice [start_us, end_us)
+                         end_us   INTEGER NOT NULL,
+                         states   INTEGER NOT NULL,
+                         PRIMARY KEY (instance, start_us, end_us)
+                     );",
+                )
+            })
+            .map_err(|e| format!("import_progress: {e}"))?;
+        Ok(Progress { conn })
+    }
+
+    /// Whether an earlier run finished a slice covering `[start, end)`.
+    fn done(&self, instance: &str, start: i64, end: i64) -> bool {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM import_progress WHERE instance = ?1 AND start_us <= ?2 AND end_us >= ?3",
+                params![instance, start, end],
+                |_| Ok(()),
+            )
+            .is_ok()
+    }
+
+    fn finish(&self, instance: &str, start: i64, end: i64, states: u64) -> Result<(), String> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO import_progress (instance, start_us, end_us, states) VALUES (?1, ?2, ?3, ?4)",
+                params![instance, start, end, states as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| format!("import_progress: {e}"))
+    }
+}
+
+/// Imports HA's history for every configured instance into the store.
+pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSummary, RunError> {
+    let started = Instant::now();
+    let filter =
+        EntityFilter::new(&config.filter).map_err(|e| RunError::Config(format!("filter: {e}")))?;
+    let rules = Arc::new(
+        AttributeRules::new(&config.attributes)
+            .map_err(|e| RunError::Config(format!("attributes: {e}")))?,
+    );
+    let (tx, rx) = mpsc::channel(config.store.queue_capacity);
+    // Counts records the writer has committed (inserted or not), so a slice is marked done only
+    // after its rows are durable.
+    let (committed_tx, mut committed) = tokio::sync::watch::channel(0u64);
+    let on_commit: crate::store::CommitHook = Arc::new(move |records, _| {
+        committed_tx.send_modify(|n| *n += records.len() as u64);
+    });
+    let mut sent: u64 = 0;
+    let writer = spawn_writer(
+        WriterConfig {
+            path: config.db.clone(),
+            batch_size: config.store.batch_size,
+            flush_interval: config.store.flush_interval(),
+            bound: config
+                .store
+                .max_db_bytes
+                .map(|max| (max, config.store.on_full)),
+            on_commit: Some(on_commit),
+            skip_unchanged: config.store.skip_unchanged,
+        },
+        rx,
+        None,
+    )?;
+    let progress = Progress::open(&config.db).map_err(RunError::Other)?;
+    if options.fresh {
+        progress
+            .conn
+            .execute("DELETE FROM import_progress", [])
+            .map_err(|e| RunError::Other(e.to_string()))?;
+    }
+    let now = jiff::Timestamp::now().as_microsecond();
+    let until = options.until_us.unwrap_or(now).min(now);
+    if options.since_us >= until {
+        return Err(RunError::Config(format!(
+            "--since {} is not before the end {}",
+            iso(options.since_us),
+            iso(until)
+        )));
+    }
+    let bar_wanted = options
+        .progress_bar
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let mut summary = ImportSummary::default();
+    for inst in &config.instances {
+        let name: Arc<str> = Arc::from(inst.name.as_str());
+        let tokens = token_source(inst)?;
+        let tls =
+            tls_options(inst).map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
+        let ws = WsClient::builder(inst.url.as_deref().unwrap_or_default())
+            .shared_token_source(tokens)
+            .tls(tls)
+            .connect()
+            .await
+            .map_err(|e| {
+                if e.is_final() {
+                    RunError::Auth(format!("instance '{name}': {e}"))
+                } else {
+                    RunError::Other(format!("instance '{name}': {e}"))
+                }
+            })?;
+        let entities = entities(&ws, &config.db, &name, &filter).await?;
+        let all = slices(options.since_us, until);
+        let todo: Vec<(i64, i64)> = all
+            .iter()
+            .copied()
+            .filter(|(s, e)| !progress.done(&name, *s, *e))
+            .collect();
+        summary.slices_skipped += (all.len() - todo.len()) as u64;
+        let chunks = entities.len().div_ceil(options.chunk.max(1)).max(1);
+        let bar = bar_wanted.then(|| {
+            let bar = indicatif::ProgressBar::new((todo.len() * chunks) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} requests, {msg} ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            bar
+        });
+        if bar.is_none() {
+            eprintln!(
+                "import: instance {name}: {} entities, {} day slices ({} done earlier), {} .. {}",
+                entities.len(),
+                all.len(),
+                all.len() - todo.len(),
+                iso(options.since_us),
+                iso(until)
+            );
+        }
+        for (i, (start, end)) in todo.iter().copied().enumerate() {
+            let mut states = 0u64;
+            for chunk in entities.chunks(options.chunk.max(1)) {
+                let query =
+                    HistoryQuery::new(iso(start - OVERLAP_US), chunk.to_vec()).end_time(iso(end));
+                let history = ws.history_during_period(&query).await.map_err(|e| {
+                    RunError::Other(format!("instance '{name}': history {}: {e}", iso(start)))
+                })?;
+                for (entity_id, list) in history {
+                    for s in list {
+                        if tx
+                            .send(history_record(&name, &rules, &entity_id, s))
+                            .await
+                            .is_err()
+                        {
+                            return Err(RunError::Other("the writer stopped".into()));
+                        }
+                        states += 1;
+                        sent += 1;
+                    }
+                }
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            }
+            summary.states_read += states;
+            summary.slices_read += 1;
+            // The slice counts as done only once its rows are committed: a barrier through the writer.
+            if committed.wait_for(|n| *n >= sent).await.is_err() {
+                return Err(RunError::Other("the writer stopped".into()));
+            }
+            progress
+                .finish(&name, start, end, states)
+                .map_err(RunError::Other)?;
+            match &bar {
+                Some(bar) => bar.set_message(format!("{} states", summary.states_read)),
+                None => eprintln!(
+                    "import: instance {name}: slice {}/{} {} .. {}: {states} states",
+                    i + 1,
+                    todo.len(),
+                    iso(start),
+                    iso(end)
+                ),
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        ws.close();
+    }
+    drop(tx);
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => return Err(RunError::Other(e.to_string())),
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The entities to import: those HA has now plus those the store has seen (entities deleted since
+/// still have history), through the filter.
+async fn entities(
+    ws: &WsClient,
+    db: &std::path::Path,
+    instance: &str,
+    filter: &EntityFilter,
+) -> Result<Vec<String>, RunError> {
+    let mut ids: std::collections::BTreeSet<String> = ws
+        .get_states()
+        .await
+        .map_err(|e| RunError::Other(format!("instance '{instance}': get_states: {e}")))?
+        .into_iter()
+        .map(|s| s.entity_id)
+        .collect();
+    if let Ok(conn) = Connection::open(db)
+        && let Ok(mut stmt) = conn.prepare("SELECT entity_id FROM entities WHERE instance = ?1")
+        && let Ok(rows) = stmt.query_map([instance], |r| r.get::<_, String>(0))
+    {
+        ids.extend(rows.flatten());
+    }
+    Ok(ids.into_iter().filter(|id| filter.allows(id)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_durations_and_timestamps() {
+        let now = 1_700_000_000_000_000;
+        assert_eq!(parse_since("1h", now).unwrap(), now - 3_600_000_000);
+        assert_eq!(parse_since("7d", now).unwrap(), now - 7 * DAY_US);
+        assert_eq!(
+            parse_since("2023-11-14T22:13:20Z", now).unwrap(),
+            1_700_000_000_000_000
+        );
+        assert_eq!(parse_since("1970-01-02", now).unwrap(), DAY_US);
+        let err = parse_since("yesterday", now).unwrap_err();
+        assert!(err.contains("7d") && err.contains("2026-11-01"), "{err}");
+    }
+
+    #[test]
+    fn slices_are_day_aligned_and_cover_the_window() {
+        let since = DAY_US / 2;
+        let until = 2 * DAY_US + 5;
+        assert_eq!(
+            slices(since, until),
+            vec![(since, DAY_US), (DAY_US, 2 * DAY_US), (2 * DAY_US, until)]
+        );
+        assert!(slices(10, 10).is_empty());
+    }
+
+    #[test]
+    fn progress_is_remembered_per_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("p.db");
+        let p = Progress::open(&db).unwrap();
+        p.finish("home", 0, DAY_US, 5).unwrap();
+        assert!(p.done("home", 0, DAY_US));
+        assert!(p.done("home", 10, DAY_US - 10));
+        assert!(!p.done("home", 0, DAY_US + 1));
+        assert!(!p.done("other", 0, DAY_US));
+    }
+}
