@@ -7,6 +7,10 @@
 //!   so a test can count what a client really sent to the real server.
 //! - [`totp`]: RFC 6238 codes for the MFA user.
 //! - [`LogCapture`]: collects everything `tracing` writes, to prove no secret reaches a log.
+//! - [`CutProxy`]: a TCP proxy whose connections a test can cut, for network failures.
+
+mod cut_proxy;
+pub use cut_proxy::CutProxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,185 @@
+//! The InfluxDB sink against a real InfluxDB 1.x and VictoriaMetrics (`scripts/services.sh start`).
+#![cfg(feature = "real-sinks")]
+
+mod sinks;
+
+use std::time::Duration;
+
+use sinks::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn create_database(base: &str, db: &str) {
+    let v = influxql(base, "", &format!("CREATE DATABASE \"{db}\"")).await;
+    assert!(v["results"][0]["error"].is_null(), "{v}");
+}
+
+fn t(i: i64) -> i64 {
+    // Recent times, one per millisecond: InfluxDB keeps them in the current shard.
+    jiff::Timestamp::now().as_microsecond() / 1000 * 1000 - 10_000_000 + i * 1000
+}
+
+#[tokio::test]
+async fn ha_schema_points_land_and_a_type_conflict_is_isolated_to_its_point() {
+    let base = env("HA_INGESTOR_INFLUX_URL");
+    let db = unique("conflict");
+    create_database(&base, &db).await;
+    // A field of type string already sits where one of our points will write a float: InfluxDB
+    // answers 400 "field type conflict" for that point only.
+    let pre = reqwest_client()
+        .post(format!("{base}/write?db={db}&precision=u"))
+        .body(format!(
+            "kWh,domain=sensor,entity_id=energy value=\"text\" {}",
+            t(0)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    for i in 0..99 {
+        rows.push(state(
+            "sensor.living_temp",
+            &format!("{}.5", 20 + i % 5),
+            t(1 + i),
+            r#"{"unit_of_measurement":"°C","friendly_name":"Living temp"}"#,
+        ));
+    }
+    // The conflicting one, in the middle of the batch.
+    rows.insert(
+        50,
+        state(
+            "sensor.energy",
+            "12.5",
+            t(200),
+            r#"{"unit_of_measurement":"kWh"}"#,
+        ),
+    );
+    let journal = journal(dir.path(), &rows);
+    let sink = sink_config(&format!(
+        r#"
+        [[sink]]
+        name = "influx"
+        batch_size = 1000
+        [sink.influxdb]
+        url = "{base}"
+        database = "{db}"
+        "#
+    ));
+    let running = start(&sink, &journal);
+    running.caught_up(WAIT).await;
+    assert_eq!(influx_count(&base, &db, "°C", "value").await, 99);
+    let dead = dead_letters(&journal, "influx");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, 51, "the conflicting row's journal id");
+    assert!(dead[0].1.contains("field type conflict"), "{}", dead[0].1);
+    // The HA schema: entity_id tag is the object id, friendly_name a _str field.
+    let v = influxql(
+        &base,
+        &db,
+        "SELECT last(\"friendly_name_str\") FROM \"°C\" WHERE \"entity_id\" = 'living_temp' AND \"domain\" = 'sensor'",
+    )
+    .await;
+    assert_eq!(
+        v["results"][0]["series"][0]["values"][0][1], "Living temp",
+        "{v}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn replays_after_a_restart_of_the_ingestor_write_no_duplicates() {
+    let base = env("HA_INGESTOR_INFLUX_URL");
+    let db = unique("replay");
+    create_database(&base, &db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = (0..500)
+        .map(|i| {
+            state(
+                "sensor.power",
+                &i.to_string(),
+                t(i),
+                r#"{"unit_of_measurement":"W"}"#,
+            )
+        })
+        .collect();
+    let journal = journal(dir.path(), &rows);
+    let sink = sink_config(&format!(
+        "[[sink]]\nname = \"influx\"\nbatch_size = 100\n[sink.influxdb]\nurl = \"{base}\"\ndatabase = \"{db}\"\n"
+    ));
+    let running = start(&sink, &journal);
+    running.caught_up(WAIT).await;
+    running.stop().await;
+    // Pretend the cursor was lost in a crash before it was saved: everything is sent again.
+    rusqlite::Connection::open(&journal)
+        .unwrap()
+        .execute("UPDATE sink_cursors SET last_id = 0", [])
+        .unwrap();
+    let running = start(&sink, &journal);
+    running.caught_up(WAIT).await;
+    assert_eq!(influx_count(&base, &db, "W", "value").await, 500);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn clean_schema_and_the_v2_write_api_on_victoriametrics() {
+    let base = env("HA_INGESTOR_VM_URL");
+    let bucket = unique("vm");
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = (0..50)
+        .map(|i| {
+            state(
+                "sensor.vm_temp",
+                &format!("{i}.25"),
+                t(i),
+                r#"{"unit_of_measurement":"°C","friendly_name":"VM temp"}"#,
+            )
+        })
+        .collect();
+    let journal = journal(dir.path(), &rows);
+    let sink = sink_config(&format!(
+        r#"
+        [[sink]]
+        name = "vm"
+        [sink.influxdb]
+        url = "{base}"
+        api = "v2"
+        org = "home"
+        bucket = "{bucket}"
+        schema = "clean"
+        [sink.influxdb.clean]
+        measurement = "ha.states"
+        "#
+    ));
+    let running = start(&sink, &journal);
+    running.caught_up(WAIT).await;
+    let client = reqwest_client();
+    client
+        .get(format!("{base}/internal/force_flush"))
+        .send()
+        .await
+        .unwrap();
+    // VictoriaMetrics names series <measurement>_<field>; no dots in the clean measurement.
+    let export = client
+        .post(format!("{base}/api/v1/export"))
+        .form(&[(
+            "match[]",
+            "{__name__=\"ha_states_value\",entity_id=\"sensor.vm_temp\"}",
+        )])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = export
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no series exported: {export}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["values"].as_array().unwrap().len(), 50, "{v}");
+    assert_eq!(v["values"][49], 49.25, "{v}");
+    running.stop().await;
+}
