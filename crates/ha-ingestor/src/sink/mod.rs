@@ -118,8 +118,7 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
                 }
             }
             .map_err(|e| format!("sink '{name}': {e}"))?;
-            let _ = (c, secret);
-            Err("WIP-INFLUX".into())
+            Ok(Box::new(influx::InfluxSink::new(name, c, secret)?))
         }
         SinkKind::Postgres(c) => {
             let password = read_secret(
@@ -128,8 +127,7 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
                 "password",
             )
             .map_err(|e| format!("sink '{name}': {e}"))?;
-            let _ = (c, password);
-            Err("WIP-PG".into())
+            Ok(Box::new(postgres::PostgresSink::new(name, c, password)?))
         }
     }
 }

@@ -7,3 +7,6 @@
 //! 401/403 are `Unauthorized`.
 
 pub mod line;
+mod writer;
+
+pub use writer::InfluxSink;
