@@ -396,4 +396,26 @@ mod tests {
         .to_string();
         assert!(err.contains("batch_size"), "{err}");
     }
+
+    /// Every TOML example in the README parses, and its sinks' schema options compile.
+    #[test]
+    fn readme_examples_parse() {
+        let readme = include_str!("../../../README.md");
+        let mut n = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap();
+            let file = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            for sink in &file.sinks {
+                match sink.kind().unwrap() {
+                    crate::sink::SinkKind::Influxdb(c) => {
+                        crate::sink::influx::line::HaEncoder::new(&c.ha).unwrap();
+                        crate::sink::influx::line::CleanEncoder::new(&c.clean).unwrap();
+                    }
+                    crate::sink::SinkKind::Postgres(_) => {}
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 4, "found {n} TOML examples");
+    }
 }
