@@ -397,6 +397,35 @@ mod tests {
         assert!(err.contains("batch_size"), "{err}");
     }
 
+    #[test]
+    fn ha_option_names_parse_as_ha_spells_them() {
+        let file = parse(
+            "[[sink]]\nname = \"i\"\n[sink.influxdb]\nurl = \"http://x\"\n[sink.influxdb.ha]\nmeasurement_attr = \"domain__device_class\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.sinks[0].influxdb.as_ref().unwrap().ha.measurement_attr,
+            crate::sink::config::MeasurementAttr::DomainDeviceClass
+        );
+        // Glob order is file order (later wins, as in HA), not alphabetical.
+        let file = parse(
+            "[[sink]]\nname = \"i\"\n[sink.influxdb]\nurl = \"http://x\"\n\
+             [sink.influxdb.ha.component_config_glob]\n\"sensor.z*\" = { override_measurement = \"z\" }\n\
+             \"sensor.*\" = { override_measurement = \"all\" }\n",
+        )
+        .unwrap();
+        let globs: Vec<&str> = file.sinks[0]
+            .influxdb
+            .as_ref()
+            .unwrap()
+            .ha
+            .component_config_glob
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(globs, ["sensor.z*", "sensor.*"]);
+    }
+
     /// Every TOML example in the README parses, and its sinks' schema options compile.
     #[test]
     fn readme_examples_parse() {

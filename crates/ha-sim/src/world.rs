@@ -400,7 +400,8 @@ impl World {
     }
 
     /// HA's `async_set`: a no-op when neither state nor attributes change (unless `force`),
-    /// `last_changed` moves only when the state string changes.
+    /// `last_changed` moves only when the state string changes, or when `force` is set (HA treats a
+    /// forced update as a change of state: `same_state = old == new and not force_update`).
     pub fn set(
         &mut self,
         entity_id: &str,
@@ -420,7 +421,11 @@ impl World {
                 }
                 (
                     o.entity_id.clone(),
-                    if same_state { o.last_changed } else { now },
+                    if same_state && !force {
+                        o.last_changed
+                    } else {
+                        now
+                    },
                 )
             }
             None => (Arc::<str>::from(entity_id), now),
@@ -507,6 +512,50 @@ mod tests {
             d,
             r#"{"+":{"c":{"id":"01DEF","user_id":"u1"},"lc":1795345560.0,"s":"43"}}"#
         );
+    }
+
+    #[test]
+    fn last_changed_follows_ha() {
+        let mut w = World::new(&[], 1, 100);
+        let attrs = Attrs::new(serde_json::json!({"unit_of_measurement": "W"}));
+        let ctx = w.new_context(1, None);
+        let first = w.set(
+            "sensor.p",
+            "1".into(),
+            attrs.clone(),
+            false,
+            ctx.clone(),
+            10,
+        );
+        assert!(first.is_some());
+        // Same state and attributes: no event.
+        assert!(
+            w.set(
+                "sensor.p",
+                "1".into(),
+                attrs.clone(),
+                false,
+                ctx.clone(),
+                20
+            )
+            .is_none()
+        );
+        // An attribute change keeps last_changed.
+        let other = Attrs::new(serde_json::json!({"unit_of_measurement": "kW"}));
+        let c = w
+            .set(
+                "sensor.p",
+                "1".into(),
+                other.clone(),
+                false,
+                ctx.clone(),
+                30,
+            )
+            .unwrap();
+        assert_eq!(c.new.unwrap().last_changed, 10);
+        // A forced update moves it, as HA's `same_state = ... and not force_update` does.
+        let c = w.set("sensor.p", "1".into(), other, true, ctx, 40).unwrap();
+        assert_eq!(c.new.unwrap().last_changed, 40);
     }
 
     #[test]

@@ -188,8 +188,9 @@ pub struct HaSchemaOptions {
     pub component_config: BTreeMap<String, ComponentConfig>,
     /// Per-domain options.
     pub component_config_domain: BTreeMap<String, ComponentConfig>,
-    /// Per-glob options (later globs win, as in HA).
-    pub component_config_glob: BTreeMap<String, ComponentConfig>,
+    /// Per-glob options, in file order: later globs win, as in HA.
+    #[serde(deserialize_with = "ordered_map")]
+    pub component_config_glob: Vec<(String, ComponentConfig)>,
 }
 
 /// HA's `measurement_attr`.
@@ -199,7 +200,8 @@ pub enum MeasurementAttr {
     /// The `unit_of_measurement` attribute.
     #[default]
     UnitOfMeasurement,
-    /// `<domain>__<device_class>`.
+    /// `<domain>__<device_class>` (HA's spelling, two underscores).
+    #[serde(rename = "domain__device_class")]
     DomainDeviceClass,
     /// The full entity_id.
     EntityId,
@@ -273,4 +275,31 @@ pub struct PostgresConfig {
     /// Create TimescaleDB hypertables when the extension is available (default true).
     #[serde(default = "yes")]
     pub timescaledb: bool,
+}
+
+/// A table as `(key, value)` pairs in file order (the toml crate keeps it with `preserve_order`),
+/// where order carries meaning, as for HA's `component_config_glob`.
+fn ordered_map<'de, D, V>(de: D) -> Result<Vec<(String, V)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Pairs<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Pairs<V> {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+    de.deserialize_map(Pairs(std::marker::PhantomData))
 }

@@ -18,6 +18,13 @@
 //! - Every number is a float rendered like Python's `repr` (`21.0`, `1e-07`); tags and fields are
 //!   sorted by key, as influxdb-python does.
 //!
+//! Known differences. From what we receive (HA renders in-process Python objects, we get its
+//! JSON): a datetime attribute is an ISO string with `T` (HA's `str()` has a space; the numeric
+//! companion is the same), and a NaN/inf float attribute arrives as `null`, so it gives
+//! `key_str="None"` where HA drops it. From our config types: an empty `ignore_attributes` cannot
+//! clear an earlier level's list (`component_config_glob` keeps file order, as in HA). Our `repr` prints unassigned code
+//! points inside lists and dicts where Python escapes them.
+//!
 //! **`clean`** ([`CleanEncoder`]) is this project's schema: measurement `states`, tags `domain`,
 //! full `entity_id` and `instance`, fields `state` (string, always) and `value` (float, when the
 //! state is numeric or on/off-like), and only the allowlisted attributes, each field with one type
@@ -384,8 +391,22 @@ impl<'b> Key<'b> {
             .chain(suffix.iter().copied())
     }
 
+    /// Byte order of the whole names (Python sorts by code point: the same order).
+    fn order(self, other: Key<'_>) -> std::cmp::Ordering {
+        if !(self.underscore || self.str_suffix || other.underscore || other.str_suffix) {
+            return self.base.cmp(other.base);
+        }
+        self.bytes().cmp(other.bytes())
+    }
+
     fn same(self, other: Key<'_>) -> bool {
-        self.len() == other.len() && self.bytes().eq(other.bytes())
+        if self.len() != other.len() {
+            return false;
+        }
+        if (self.underscore, self.str_suffix) == (other.underscore, other.str_suffix) {
+            return self.base == other.base; // the common case, without the byte chain
+        }
+        self.bytes().eq(other.bytes())
     }
 }
 
@@ -420,7 +441,7 @@ impl<'b> Fields<'b> {
 
     /// ` k=v,k=v` sorted by key, as influxdb-python writes them; empty keys are dropped.
     fn write(mut self, out: &mut String) {
-        self.0.sort_unstable_by(|a, b| a.0.bytes().cmp(b.0.bytes()));
+        self.0.sort_unstable_by(|(a, _), (b, _)| a.order(*b));
         let mut first = true;
         for (k, v) in &self.0 {
             if k.len() == 0 {
