@@ -43,12 +43,14 @@ impl Default for BackfillConfig {
     }
 }
 
-/// A request to fill a gap. `fallback_since_us` is used when the store has no row of the instance
-/// yet (`None`: then there is nothing to fill).
+/// A request to fill a gap. The window starts at the newest stored row of the instance or at
+/// `since_us`, whichever is older (minus the margin); with neither there is nothing to fill.
 #[derive(Clone, Copy, Debug)]
 pub struct Gap {
-    /// Start of the gap when the store cannot tell, in microseconds.
-    pub fallback_since_us: Option<i64>,
+    /// The gap began no later than this, in microseconds (e.g. when the connection was lost).
+    /// Needed because the newest stored row can be newer than the gap: another fill may have
+    /// stored rows from after it.
+    pub since_us: Option<i64>,
 }
 
 /// What the backfill worker needs.
@@ -69,6 +71,14 @@ pub struct Backfiller {
     pub config: BackfillConfig,
 }
 
+/// The older of two optional times.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -84,18 +94,37 @@ fn iso(us: i64) -> String {
 
 impl Backfiller {
     /// Serves gap requests until the channel closes. Requests that pile up while one runs are
-    /// merged into one.
+    /// merged into one. A fill that fails is not forgotten: its window is merged into the next
+    /// request, or retried after 30 s when none comes.
     pub async fn run(self, mut gaps: mpsc::Receiver<Gap>) {
-        while let Some(mut gap) = gaps.recv().await {
+        let mut failed: Option<i64> = None;
+        loop {
+            let mut gap = match failed {
+                None => match gaps.recv().await {
+                    Some(g) => g,
+                    None => return,
+                },
+                Some(since) => tokio::select! {
+                    g = gaps.recv() => match g {
+                        Some(g) => g,
+                        None => return,
+                    },
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => Gap { since_us: Some(since) },
+                },
+            };
             while let Ok(more) = gaps.try_recv() {
-                gap.fallback_since_us = match (gap.fallback_since_us, more.fallback_since_us) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                gap.since_us = earliest(gap.since_us, more.since_us);
             }
+            gap.since_us = earliest(gap.since_us, failed);
             let started = Instant::now();
-            match self.fill(gap).await {
+            let result = match self.window_start(gap).await {
+                Ok(Some(since)) => self.fill(since).await.map_err(|e| (e, Some(since))),
+                Ok(None) => Ok(0),
+                Err(e) => Err((e, gap.since_us)),
+            };
+            match result {
                 Ok(n) => {
+                    failed = None;
                     metrics::counter!("ha_ingestor_backfilled_states_total", "instance" => self.instance.to_string())
                         .increment(n);
                     metrics::histogram!("ha_ingestor_backfill_duration_seconds", "instance" => self.instance.to_string())
@@ -104,30 +133,37 @@ impl Backfiller {
                         tracing::info!(instance = %self.instance, states = n, seconds = started.elapsed().as_secs_f64(), "gap backfilled from HA's history");
                     }
                 }
-                Err(e) => {
+                Err((e, since)) => {
+                    failed = earliest(failed, since);
                     metrics::counter!("ha_ingestor_backfill_errors_total", "instance" => self.instance.to_string())
                         .increment(1);
-                    tracing::error!(instance = %self.instance, %e, "gap backfill failed; it is retried at the next reconnect");
+                    tracing::error!(instance = %self.instance, %e, "gap backfill failed; it is retried with the next reconnect, or in 30 s");
                 }
             }
         }
     }
 
-    /// Fills one gap; returns the number of history states handed to the writer.
-    pub async fn fill(&self, gap: Gap) -> Result<u64, String> {
-        let stored = self.newest_stored().await?;
-        let Some(since) = stored.or(gap.fallback_since_us) else {
-            return Ok(0);
-        };
+    /// Where the gap starts: the newest stored row of the instance or the request's own start,
+    /// whichever is older. `None`: nothing stored and no known start, so nothing to fill.
+    async fn window_start(&self, gap: Gap) -> Result<Option<i64>, String> {
+        Ok(earliest(self.newest_stored().await?, gap.since_us))
+    }
+
+    /// Fills the gap from `since` (minus the margin) to now; returns the number of history states
+    /// handed to the writer.
+    pub async fn fill(&self, since: i64) -> Result<u64, String> {
         let floor = now_us() - i64::try_from(self.config.max_gap.as_micros()).unwrap_or(i64::MAX);
         let start = (since - i64::try_from(self.config.margin.as_micros()).unwrap_or(0)).max(floor);
         self.wait_for_recorder().await;
         let entities = self.entities().await?;
+        let first_read_at = now_us();
         let mut sent = self.read_window(&entities, start).await?;
         // HA's recorder commits in intervals and can lag under load: read the tail once more.
+        // The tail is measured back from when the first read *started*, not from now: the
+        // connection may have dropped in between, and the re-read must still meet the first one.
         tokio::time::sleep(Duration::from_secs(2)).await;
         self.wait_for_recorder().await;
-        let tail_start = now_us() - i64::try_from(self.config.tail.as_micros()).unwrap_or(0);
+        let tail_start = first_read_at - i64::try_from(self.config.tail.as_micros()).unwrap_or(0);
         sent += self.read_window(&entities, tail_start.max(start)).await?;
         Ok(sent)
     }

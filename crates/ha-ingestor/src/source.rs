@@ -187,9 +187,7 @@ pub async fn run_source(
             config,
         };
         backfill_task = Some(tokio::spawn(backfiller.run(gap_rx)));
-        let _ = gap_tx.try_send(crate::backfill::Gap {
-            fallback_since_us: None,
-        });
+        let _ = gap_tx.try_send(crate::backfill::Gap { since_us: None });
     }
     let received =
         metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
@@ -230,11 +228,17 @@ pub async fn run_source(
                     metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
                     let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
                     let since = gap_start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
-                    let _ = gap_tx.try_send(crate::backfill::Gap { fallback_since_us: since });
+                    let _ = gap_tx.try_send(crate::backfill::Gap { since_us: since });
                     tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
                 }
                 Ok(ConnectionEvent::EventsDropped { total, .. }) => {
-                    let _ = gap_tx.try_send(crate::backfill::Gap { fallback_since_us: None });
+                    // The dropped events are the newest at the time of the report, but rows stored
+                    // after them could make the newest stored row misleading: read a minute back.
+                    let since = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_micros() as i64 - 60_000_000)
+                        .ok();
+                    let _ = gap_tx.try_send(crate::backfill::Gap { since_us: since });
                     metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "buffer_overflow").absolute(total);
                     metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
                 }
