@@ -13,6 +13,9 @@
 #   HA_PORT   HTTP port          (default 18123)
 #   HA_PYTHON python for the venv, must be 3.11 (default python3)
 #   HA_START_TIMEOUT  seconds to wait for HTTP / RUNNING (default 120)
+#   HA_INFLUX_URL     when set (http://127.0.0.1:PORT), HA's own `influxdb` integration writes
+#                     the entities matching *.native_* to database ha_native there (default
+#                     options), so tests can compare its points with ours; the database must exist
 #
 # env.json (mode 0600) holds the URL, HA version and the credentials/tokens of the
 # users admin (owner), user (non-admin) and mfa (non-admin with TOTP); see
@@ -44,6 +47,7 @@ PIP_SPECS=(
     "janus==1.0.0"                                 # file_upload
     "securetar==2024.2.1"                          # backup
     "ifaddr==0.2.0"                                # network
+    "influxdb==5.3.1" "influxdb-client==1.24.0"    # influxdb (only with HA_INFLUX_URL)
 )
 
 VENV=$(realpath -m -s "${HA_VENV:-$HOME/.cache/ha-ingestor/venv}")
@@ -252,6 +256,18 @@ template:
         unique_id: realha_test_level_doubled
         state: "{{ states('input_number.test_level') | float(0) * 2 }}"
 EOF
+    if [[ -n ${HA_INFLUX_URL:-} ]]; then
+        local hostport=${HA_INFLUX_URL#http://}
+        hostport=${hostport%/}
+        cat >>"$CONFIG_DIR/configuration.yaml" <<EOF
+influxdb:
+  host: ${hostport%:*}
+  port: ${hostport##*:}
+  database: ha_native
+  include:
+    entity_globs: ["*.native_*"]
+EOF
+    fi
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$HA_PORT") 2>/dev/null; }
