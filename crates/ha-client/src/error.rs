@@ -7,6 +7,8 @@
 ///   every failed attempt toward banning the client's IP address, so it must not be retried. Ask the user
 ///   for a new token or a new login instead.
 /// - [`Error::is_transient`]: the network, a timeout or a server error (HTTP 5xx). Retry with backoff.
+///   A server certificate that failed verification (unknown issuer, wrong name, expired) is not
+///   transient: retrying cannot help until the TLS options or the server's certificate change.
 ///
 /// No variant carries a token or a password, and URLs in messages have their query string removed
 /// (a signed path's `authSig` lives there).
@@ -80,8 +82,8 @@ pub enum Error {
     #[error("the token source failed earlier and will not retry: {0}")]
     TokenSourceFailed(String),
     /// The request could not be sent or its answer not read: connection refused, DNS, TLS, timeout
-    /// (transient).
-    #[error("could not talk to Home Assistant at {url}: {source}")]
+    /// (transient, except a rejected server certificate). The message includes the causes.
+    #[error("could not talk to Home Assistant at {url}: {}", with_causes(source))]
     Transport {
         /// The URL without its query string.
         url: String,
@@ -163,7 +165,7 @@ pub enum Error {
         /// The limit.
         seconds: f64,
     },
-    /// The WebSocket could not be opened, or broke (transient).
+    /// The WebSocket could not be opened, or broke (transient, except a rejected server certificate).
     #[error("WebSocket to {url}: {detail}")]
     WebSocket {
         /// The URL without query.
@@ -205,15 +207,18 @@ impl Error {
     }
 
     /// A failure that may go away: network errors, timeouts and HTTP 5xx. Retry with backoff.
+    ///
+    /// A server certificate rejected by verification is not transient: it stays untrusted until
+    /// the TLS options (an added CA) or the server's certificate change.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Transport { .. }
-                | Error::Server { .. }
-                | Error::ConnectionLost { .. }
-                | Error::Timeout { .. }
-                | Error::WebSocket { .. }
-        )
+        match self {
+            Error::Transport { source, .. } => !is_rejected_certificate(source),
+            // The WebSocket path keeps only the message of tungstenite's error; rustls's reads
+            // "invalid peer certificate: <reason>".
+            Error::WebSocket { detail, .. } => !detail.contains("invalid peer certificate"),
+            Error::Server { .. } | Error::ConnectionLost { .. } | Error::Timeout { .. } => true,
+            _ => false,
+        }
     }
 
     /// Wraps a reqwest error, dropping the URL's query string.
@@ -223,6 +228,42 @@ impl Error {
             source: source.without_url(),
         }
     }
+}
+
+/// The error's message followed by those of its causes, so that "error sending request" says why
+/// (e.g. "invalid peer certificate: UnknownIssuer", "Connection refused").
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// True when a rustls certificate verification error is in `e`'s causes. `io::Error` hides the
+/// error it wraps from `source()`, so it is looked into with `get_ref()`.
+fn is_rejected_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return matches!(tls, rustls::Error::InvalidCertificate(_));
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            && is_rejected_certificate(inner)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// `scheme://host:port/path`, no query, no fragment, no userinfo.
@@ -262,6 +303,22 @@ mod tests {
             path: "/api/".into(),
         };
         assert!(server.is_transient() && !server.is_final());
+    }
+
+    #[test]
+    fn rejected_certificates_are_found_in_io_errors() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert!(is_rejected_certificate(&wrapped));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_rejected_certificate(&refused));
+        let ws = |detail: &str| Error::WebSocket {
+            url: "wss://h/api/websocket".into(),
+            detail: detail.into(),
+        };
+        assert!(!ws("IO error: invalid peer certificate: UnknownIssuer").is_transient());
+        assert!(ws("IO error: Connection refused (os error 111)").is_transient());
     }
 
     #[test]

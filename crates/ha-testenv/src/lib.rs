@@ -8,9 +8,13 @@
 //! - [`totp`]: RFC 6238 codes for the MFA user.
 //! - [`LogCapture`]: collects everything `tracing` writes, to prove no secret reaches a log.
 //! - [`CutProxy`]: a TCP proxy whose connections a test can cut, for network failures.
+//! - [`TlsProxy`]: a TLS terminator with a test CA made at start, in front of a plain server (the
+//!   simulator), for the clients' TLS paths.
 
 mod cut_proxy;
+mod tls_proxy;
 pub use cut_proxy::CutProxy;
+pub use tls_proxy::{DEFAULT_TLS_NAMES, TlsProxy};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

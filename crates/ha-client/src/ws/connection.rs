@@ -320,7 +320,10 @@ impl Actor {
                     return;
                 }
                 Err(e) => {
-                    if !self.config.retry_initial_connect
+                    // The first connection returns its error unless asked to retry, and even then
+                    // when retrying cannot help (an untrusted certificate, a bad URL). Later
+                    // reconnects keep trying: an operator may fix the server meanwhile.
+                    if (!self.config.retry_initial_connect || !e.is_transient())
                         && let Some(first) = self.first.take()
                     {
                         let _ = first.send(Err(e));

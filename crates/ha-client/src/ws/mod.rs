@@ -278,7 +278,8 @@ impl WsClientBuilder {
         self.config.event_buffer = n.max(1);
         self
     }
-    /// Retry a failing first connection instead of returning its error.
+    /// Retry a first connection that fails with a transient error (network, 5xx, HA starting)
+    /// instead of returning it. Other errors (auth, TLS verification, a bad URL) are returned.
     pub fn retry_initial_connect(mut self, retry: bool) -> Self {
         self.config.retry_initial_connect = retry;
         self
