@@ -268,7 +268,6 @@ async fn retry_initial_connect_still_returns_a_rejected_certificate() {
             .connect(),
     )
     .await
-    .err()
-    .expect("the connection must fail");
+    .expect_err("the connection must fail");
     assert_rejected(&e, &proxy, &["certificate", "UnknownIssuer"]);
 }
