@@ -153,7 +153,19 @@ pub async fn run_source(
         .retry_initial_connect(true)
         .connect();
     let ws = tokio::select! {
-        r = connect => r.map_err(auth_err)?,
+        // Transient failures are retried by the client; what comes back is final: a refused
+        // token (exit 3), or a problem only the configuration can fix, such as a certificate
+        // that does not verify (exit 2).
+        r = connect => r.map_err(|e| {
+            if e.is_final() {
+                auth_err(e)
+            } else {
+                SourceError::Config {
+                    instance: inst.name.clone(),
+                    message: e.to_string(),
+                }
+            }
+        })?,
         _ = stop.changed() => return Ok(()),
     };
     ctx.health.set_connected(&name, true, ws.ha_version());
@@ -284,11 +296,19 @@ pub fn convert(
         #[serde(borrow)]
         event_type: &'a str,
     }
-    let head: Head<'_> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-    if head.event_type != "state_changed" {
-        return other_event(instance, raw).map(Some);
-    }
-    let e: StateChangedEvent<'_> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    // One pass over the JSON for the common case: a `state_changed` event parses straight into the
+    // borrowed type. Only when that fails or the type differs is the event type read on its own
+    // (a separate pre-parse of the type would scan every event twice).
+    let e = match serde_json::from_str::<StateChangedEvent<'_>>(raw) {
+        Ok(e) if e.event_type == "state_changed" => e,
+        parsed => {
+            let head: Head<'_> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+            if head.event_type != "state_changed" {
+                return other_event(instance, raw).map(Some);
+            }
+            return Err(parsed.err().map_or_else(String::new, |e| e.to_string()));
+        }
+    };
     if !filter.allows(e.data.entity_id) {
         return Ok(None);
     }
