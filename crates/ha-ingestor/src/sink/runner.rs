@@ -189,6 +189,14 @@ impl SinkRunner {
         let Some(last_id) = rows.last().map(|r| r.id) else {
             return Ok(Step::Idle { head });
         };
+        // Journal ids have no holes except where the size bound evicted rows: rows this sink
+        // never received. Not silent: counted and logged.
+        let evicted = rows[0].id - cursor - 1;
+        if evicted > 0 && cursor > 0 {
+            metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => self.name.clone())
+                .increment(evicted as u64);
+            tracing::error!(sink = %self.name, rows = evicted, "rows were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
+        }
         let rows = self.apply_rules(rows);
         let report = if rows.is_empty() {
             super::WriteReport::default()
