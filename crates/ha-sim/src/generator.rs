@@ -19,6 +19,18 @@ pub struct GeneratorHandle {
 }
 
 impl GeneratorHandle {
+    pub(crate) fn new(
+        stop: Arc<AtomicBool>,
+        emitted: Arc<AtomicU64>,
+        done: watch::Receiver<bool>,
+    ) -> Self {
+        GeneratorHandle {
+            stop,
+            emitted,
+            done,
+        }
+    }
+
     /// Stops the generator.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -41,7 +53,7 @@ impl GeneratorHandle {
     }
 }
 
-enum Kind {
+pub(crate) enum Kind {
     /// The value times 10^decimals.
     Numeric {
         scaled: i64,
@@ -52,13 +64,17 @@ enum Kind {
     Climate,
 }
 
-struct Target {
-    entity_id: String,
-    kind: Kind,
+pub(crate) struct Target {
+    pub entity_id: String,
+    pub kind: Kind,
 }
 
 fn targets(inner: &Inner) -> Vec<Target> {
-    let w = lock(&inner.world);
+    world_targets(&lock(&inner.world))
+}
+
+/// The entities the generator changes, with what kind of change each gets.
+pub(crate) fn world_targets(w: &crate::world::World) -> Vec<Target> {
     w.states
         .values()
         .filter_map(|s| {
@@ -109,7 +125,18 @@ fn step(inner: &Inner, w: &mut crate::world::World, t: &mut Target, rng: &mut Rn
     let Some(cur) = w.states.get(t.entity_id.as_str()).cloned() else {
         return;
     };
-    let (state, attrs) = match &mut t.kind {
+    let (state, attrs) = next_state(t, &cur, rng);
+    let ctx = w.new_context(now, None);
+    inner.apply_locked(w, &t.entity_id, state, attrs, true, ctx);
+}
+
+/// The next state and attributes of a target whose current state is `cur`.
+pub(crate) fn next_state(
+    t: &mut Target,
+    cur: &crate::world::State,
+    rng: &mut Rng,
+) -> (String, Arc<Attrs>) {
+    match &mut t.kind {
         Kind::Numeric { scaled, decimals } => {
             let delta = (rng.next_u64() % 5) as i64 + 1;
             *scaled += if rng.next_u64() & 1 == 0 {
@@ -150,9 +177,7 @@ fn step(inner: &Inner, w: &mut crate::world::World, t: &mut Target, rng: &mut Rn
             a.insert("current_temperature".into(), nt.into());
             (cur.state.clone(), Attrs::new(Value::Object(a)))
         }
-    };
-    let ctx = w.new_context(now, None);
-    inner.apply_locked(w, &t.entity_id, state, attrs, true, ctx);
+    }
 }
 
 /// Starts a generator task on the simulator's runtime.

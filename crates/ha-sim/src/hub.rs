@@ -283,6 +283,49 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Sends a pre-serialized state change (the firehose) to `state_changed` and
+    /// `subscribe_entities` subscribers; each body is built at most once.
+    pub fn dispatch_prebuilt(
+        &self,
+        full: impl FnOnce() -> String,
+        compressed: impl FnOnce() -> String,
+        entity_id: &str,
+    ) {
+        let (mut full, mut compressed) = (Some(full), Some(compressed));
+        let (mut sc, mut diff): (Option<Arc<String>>, Option<Arc<String>>) = (None, None);
+        for c in self
+            .conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            if c.principal.get().is_none() {
+                continue;
+            }
+            for (id, k) in lock(&c.subs).iter() {
+                let body = match k {
+                    SubKind::Events(t) if t.as_deref().is_none_or(|t| t == "state_changed") => sc
+                        .get_or_insert_with(|| {
+                            Arc::new(full.take().map(|f| f()).unwrap_or_default())
+                        })
+                        .clone(),
+                    SubKind::Entities(filter)
+                        if filter.as_ref().is_none_or(|f| f.contains(entity_id)) =>
+                    {
+                        diff.get_or_insert_with(|| {
+                            Arc::new(compressed.take().map(|f| f()).unwrap_or_default())
+                        })
+                        .clone()
+                    }
+                    _ => continue,
+                };
+                c.send(Out::Event { sub: *id, body });
+            }
+        }
+    }
+}
+
 /// The `subscribe_entities` event for a change: `{"a":..}`, `{"c":..}` or `{"r":[..]}`.
 pub fn compressed_change(ch: &Change) -> String {
     let mut s = String::with_capacity(256);

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod config;
 mod faults;
+mod firehose;
 mod generator;
 mod http;
 mod hub;
@@ -38,6 +39,7 @@ use tokio::task::JoinHandle;
 pub use config::{
     DEFAULT_TOTP_SECRET, EntitySeed, SimConfig, UserConfig, default_entities, default_users,
 };
+pub use firehose::{FirehoseOptions, FirehoseTemplates};
 pub use generator::GeneratorHandle;
 pub use stats::SimStats;
 
@@ -306,6 +308,18 @@ impl Sim {
         count: Option<u64>,
     ) -> GeneratorHandle {
         generator::start(self.inner.clone(), events_per_sec, count)
+    }
+
+    /// Starts the firehose: `templates` (built from this simulator's entities and seed) replayed
+    /// with fresh, strictly increasing timestamps to `state_changed` and `subscribe_entities`
+    /// subscribers. The world itself does not change (no history, no `get_states` updates), which
+    /// makes it cheap enough to benchmark a client at hundreds of thousands of events per second.
+    pub fn start_firehose(
+        &self,
+        templates: Arc<FirehoseTemplates>,
+        options: FirehoseOptions,
+    ) -> GeneratorHandle {
+        firehose::start(self.inner.clone(), templates, options)
     }
 
     // ---- faults ----

@@ -28,6 +28,14 @@ struct Args {
     /// Stop the generator after this many events.
     #[arg(long)]
     count: Option<u64>,
+    /// With --rate: replay the generator's sequence pre-serialized (`FirehoseTemplates`) instead of
+    /// changing the world: far cheaper per event, for benchmarks (no history, get_states unchanged).
+    #[arg(long)]
+    firehose: bool,
+    /// With --firehose: emit only as far as the last number read from stdin (one per line: the total
+    /// events allowed so far). A benchmark uses it to start the load and to keep a bounded window.
+    #[arg(long, requires = "firehose")]
+    credit_stdin: bool,
     /// Seed of the generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -89,9 +97,34 @@ async fn main() -> std::io::Result<()> {
     if let Some(n) = a.token_5xx {
         sim.set_token_endpoint_failures(n);
     }
-    let _generator = a
-        .rate
-        .map(|r| sim.start_generator((r > 0).then_some(r), a.count));
+    let _generator = match a.rate {
+        Some(r) if a.firehose => {
+            let credit = a.credit_stdin.then(|| {
+                let credit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let c = credit.clone();
+                std::thread::spawn(move || {
+                    for line in std::io::stdin().lines() {
+                        let Ok(line) = line else { break };
+                        if let Ok(n) = line.trim().parse::<u64>() {
+                            c.store(n, std::sync::atomic::Ordering::Release);
+                        }
+                    }
+                });
+                credit
+            });
+            let templates = ha_sim::FirehoseTemplates::build(&sim.config().entities, a.seed, 4096);
+            Some(sim.start_firehose(
+                templates,
+                ha_sim::FirehoseOptions {
+                    rate: (r > 0).then_some(r),
+                    count: a.count,
+                    credit,
+                },
+            ))
+        }
+        Some(r) => Some(sim.start_generator((r > 0).then_some(r), a.count)),
+        None => None,
+    };
     let silent_at = a
         .silent_after
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
