@@ -680,6 +680,14 @@ impl Actor {
         text: &str,
     ) -> Result<(), SessionEnd> {
         if text.trim_start().starts_with('[') {
+            // Hot path: a coalesced frame parses in one pass into borrowed messages. Only when
+            // that fails is it split item by item, so one bad item does not cost the others.
+            if let Ok(items) = serde_json::from_str::<Vec<Incoming<'_>>>(text) {
+                for msg in items {
+                    self.handle_incoming(ws, s, msg).await?;
+                }
+                return Ok(());
+            }
             match serde_json::from_str::<Vec<&RawValue>>(text) {
                 Ok(items) => {
                     for item in items {
@@ -702,13 +710,21 @@ impl Actor {
         s: &mut Session,
         text: &str,
     ) -> Result<(), SessionEnd> {
-        let msg: Incoming<'_> = match serde_json::from_str(text) {
-            Ok(m) => m,
+        match serde_json::from_str(text) {
+            Ok(msg) => self.handle_incoming(ws, s, msg).await,
             Err(e) => {
                 self.shared.protocol_error(format!("invalid message: {e}"));
-                return Ok(());
+                Ok(())
             }
-        };
+        }
+    }
+
+    async fn handle_incoming(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        msg: Incoming<'_>,
+    ) -> Result<(), SessionEnd> {
         match msg.kind.as_ref() {
             "event" => {
                 let (Some(id), Some(event)) = (msg.id, msg.event) else {
