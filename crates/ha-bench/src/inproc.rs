@@ -325,6 +325,8 @@ async fn pipeline(spec: Spec, timing: Timing) -> Result<Row, String> {
                     path: db.clone(),
                     batch_size: 1000,
                     flush_interval: Duration::from_millis(flush_ms),
+                    min_commit_interval: ha_ingestor::config::StoreConfig::default()
+                        .min_commit_interval(),
                     bound: None,
                     on_commit: Some(commit_hook(c.clone())),
                     skip_unchanged: true,

@@ -129,6 +129,9 @@ pub struct StoreConfig {
     pub batch_size: usize,
     /// Commit at the latest this many milliseconds after the first waiting record (default 200).
     pub flush_interval_ms: u64,
+    /// Commit at most this often, in milliseconds (default 10). Rows are committed as soon as
+    /// none are waiting; this groups the commits of a busy stream.
+    pub min_commit_interval_ms: u64,
     /// Records buffered between the sources and the writer (default 10000). When it is full the
     /// sources wait, and the WebSocket client's own per-subscription buffer takes the slack.
     pub queue_capacity: usize,
@@ -159,6 +162,7 @@ impl Default for StoreConfig {
         StoreConfig {
             batch_size: 1000,
             flush_interval_ms: 200,
+            min_commit_interval_ms: 10,
             queue_capacity: 10_000,
             max_db_bytes: None,
             on_full: FullPolicy::default(),
@@ -171,6 +175,11 @@ impl StoreConfig {
     /// The flush interval.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// The minimum time between commits.
+    pub fn min_commit_interval(&self) -> Duration {
+        Duration::from_millis(self.min_commit_interval_ms.min(self.flush_interval_ms))
     }
 }
 

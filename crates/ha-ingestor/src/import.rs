@@ -171,6 +171,7 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
             path: config.db.clone(),
             batch_size: config.store.batch_size,
             flush_interval: config.store.flush_interval(),
+            min_commit_interval: config.store.min_commit_interval(),
             bound: config
                 .store
                 .max_db_bytes

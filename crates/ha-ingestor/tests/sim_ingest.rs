@@ -856,7 +856,8 @@ async fn wait_all_received(
 
 /// Batches of 1000 and a flush interval of an hour: full batches commit at once, the remainder
 /// stays in the writer until shutdown, so only the SIGTERM flush can bring it to the database.
-const SHUTDOWN_CONFIG: &str = "[store]\nbatch_size = 1000\nflush_interval_ms = 3600000\n";
+const SHUTDOWN_CONFIG: &str =
+    "[store]\nbatch_size = 1000\nflush_interval_ms = 3600000\nmin_commit_interval_ms = 3600000\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_everything_and_metrics_add_up() {

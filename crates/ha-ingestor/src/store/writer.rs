@@ -19,6 +19,8 @@ pub struct WriterConfig {
     pub batch_size: usize,
     /// Commit at the latest this long after the first waiting record arrived.
     pub flush_interval: Duration,
+    /// Commit at most this often; rows committed as soon as none are waiting otherwise.
+    pub min_commit_interval: Duration,
     /// The size bound and what to do when it is reached.
     pub bound: Option<(u64, FullPolicy)>,
     /// Called after every commit with the batch and what it did: wakes the remote sinks, and lets
@@ -43,21 +45,41 @@ pub fn spawn_writer(
     let mut store = Some(store);
     Ok(tokio::spawn(async move {
         let mut batch: Vec<Record> = Vec::with_capacity(config.batch_size);
+        let mut last_commit = tokio::time::Instant::now();
         loop {
             let Some(first) = rx.recv().await else {
                 return Ok(());
             };
             batch.push(first);
+            // Group commit: commit as soon as no more rows are waiting, but not more often than
+            // every `min_commit_interval` (rows arriving meanwhile join the batch), and at the
+            // latest `flush_interval` after the first row (a steady stream never goes idle).
             let deadline = tokio::time::Instant::now() + config.flush_interval;
+            let earliest = last_commit + config.min_commit_interval;
             let mut open = true;
             while batch.len() < config.batch_size {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => batch.push(r),
-                    Ok(None) => {
-                        open = false;
-                        break;
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                if now >= earliest {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
                     }
-                    Err(_) => break,
+                } else {
+                    match tokio::time::timeout_at(earliest.min(deadline), rx.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        Ok(None) => {
+                            open = false;
+                            break;
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
             let mut owned = store.take().expect("store is put back after each batch");
@@ -73,6 +95,7 @@ pub fn spawn_writer(
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?;
             store = Some(owned);
+            last_commit = tokio::time::Instant::now();
             match result {
                 Ok(outcome) => {
                     metrics::gauge!("ha_ingestor_queue_depth").set(rx.len() as f64);
