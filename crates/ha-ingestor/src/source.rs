@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::StreamExt;
 use ha_client::auth::{OAuth2TokenSource, OAuthTokens, StaticToken, TokenSource};
 use ha_client::ws::{ConnectionEvent, Event, WsClient};
 use ha_client::{Error as ClientError, TlsOptions};
@@ -205,26 +204,35 @@ pub async fn run_source(
         metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
     let filtered = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "filtered");
     let invalid = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "invalid");
+    let mut burst = Vec::with_capacity(256);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            event = events.next() => {
-                let Some(event) = event else {
+            // A burst of events costs one wake-up, not one per event.
+            n = events.recv_many(&mut burst, 256) => {
+                if n == 0 {
                     // The client stopped for good (auth revoked): the state says why.
                     return Err(auth_err(ClientError::AuthInvalid { message: "the subscription ended".into() }));
-                };
-                received.increment(1);
-                match to_record(&name, &event, &ctx) {
-                    Ok(Some(record)) => {
-                        if ctx.tx.send(record).await.is_err() {
-                            break; // the writer is gone; shutting down
+                }
+                received.increment(n as u64);
+                let mut writer_gone = false;
+                for event in burst.drain(..) {
+                    match to_record(&name, &event, &ctx) {
+                        Ok(Some(record)) => {
+                            if ctx.tx.send(record).await.is_err() {
+                                writer_gone = true; // shutting down
+                                break;
+                            }
+                        }
+                        Ok(None) => filtered.increment(1),
+                        Err(e) => {
+                            invalid.increment(1);
+                            tracing::warn!(instance = %name, %e, "skipping an event that cannot be parsed");
                         }
                     }
-                    Ok(None) => filtered.increment(1),
-                    Err(e) => {
-                        invalid.increment(1);
-                        tracing::warn!(instance = %name, %e, "skipping an event that cannot be parsed");
-                    }
+                }
+                if writer_gone {
+                    break;
                 }
             }
             change = conn.recv() => match change {

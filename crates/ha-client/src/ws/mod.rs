@@ -638,6 +638,13 @@ impl Subscription {
     pub fn key(&self) -> u64 {
         self.key
     }
+
+    /// Waits for at least one event, then takes up to `limit` waiting events into `buf` (one
+    /// wake-up for a burst, where the `Stream` gives one per event). Returns 0 when the
+    /// subscription has ended.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Event>, limit: usize) -> usize {
+        self.events.recv_many(buf, limit.max(1)).await
+    }
 }
 
 impl std::fmt::Debug for Subscription {
