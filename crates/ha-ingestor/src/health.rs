@@ -115,6 +115,11 @@ impl Health {
         c.last_commit = Some(humantime_now());
     }
 
+    /// What `/health` answers, as JSON.
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.report().1
+    }
+
     fn report(&self) -> (bool, serde_json::Value) {
         let instances = self
             .instances

@@ -57,6 +57,22 @@ async fn an_outage_loses_nothing_and_duplicates_nothing() {
         Some(100),
         "the cursor is held while InfluxDB is down (head {head})"
     );
+    // /health says so, with the backlog.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = running.health.snapshot();
+        let sink = &h["remote_sinks"][0];
+        if sink["ok"] == false && sink["behind_rows"] == 1200 && h["journal_depth"] == 1200 {
+            let error = sink["error"].as_str().unwrap_or_default();
+            assert!(error.contains("cannot reach"), "{h}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health while down: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     services(&["start", "influxdb"]);
     // Backoff is capped at 30 s; a minute is plenty.
     running.caught_up(Duration::from_secs(60)).await;

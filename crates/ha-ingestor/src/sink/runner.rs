@@ -155,8 +155,18 @@ impl SinkRunner {
                     if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(sink = %name, error = %e, kind, failures, retry_in = ?delay, "sink write failed; the cursor is held and nothing is lost");
                     }
+                    // While the sink is down its backlog is what an operator watches.
+                    let behind = with_journal(&journal, |j| j.head())
+                        .await
+                        .ok()
+                        .map(|head| (head - cursor).max(0) as u64);
+                    if let Some(b) = behind {
+                        metrics::gauge!("ha_ingestor_sink_behind_rows", "sink" => name.clone())
+                            .set(b as f64);
+                    }
+                    metrics::gauge!("ha_ingestor_sink_up", "sink" => name.clone()).set(0.0);
                     self.health
-                        .set_remote_sink(&name, false, Some(e.to_string()), None);
+                        .set_remote_sink(&name, false, Some(e.to_string()), behind);
                     if sleep_or_stop(delay, &mut stop).await {
                         return;
                     }

@@ -55,6 +55,7 @@ pub fn append(path: &Path, records: &[Record], commits: &watch::Sender<u64>) {
 
 /// A running sink: stop it with `stop`.
 pub struct Running {
+    pub health: Arc<Health>,
     pub stop: watch::Sender<bool>,
     pub commits: watch::Sender<u64>,
     pub handle: tokio::task::JoinHandle<()>,
@@ -73,6 +74,7 @@ pub fn start(sink: &SinkConfig, journal: &Path) -> Running {
     let built = ha_ingestor::sink::build(sink).unwrap_or_else(|e| panic!("{e}"));
     let (commits, commits_rx) = watch::channel(0);
     let (stop, stop_rx) = watch::channel(false);
+    let health = Arc::new(Health::default());
     let runner = SinkRunner {
         name: sink.name.clone(),
         sink: built,
@@ -82,10 +84,11 @@ pub fn start(sink: &SinkConfig, journal: &Path) -> Running {
         batch_size: sink.batch_size,
         start: SinkStart::All,
         commits: commits_rx,
-        health: Arc::new(Health::default()),
+        health: health.clone(),
     };
     let handle = tokio::spawn(runner.run(stop_rx));
     Running {
+        health,
         stop,
         commits,
         handle,
