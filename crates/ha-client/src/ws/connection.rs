@@ -126,6 +126,7 @@ pub(crate) fn spawn(
         subs: HashMap::new(),
         queued: Vec::new(),
         first: Some(first_tx),
+        frame: None,
     };
     tokio::spawn(actor.run());
     (shared, control_tx, first_rx)
@@ -174,6 +175,8 @@ struct Actor {
     subs: HashMap<u64, Sub>,
     queued: Vec<(Map<String, Value>, CommandReply)>,
     first: Option<oneshot::Sender<Result<(), Error>>>,
+    /// The text frame being dispatched: events share it instead of each copying its JSON.
+    frame: Option<tungstenite::Utf8Bytes>,
 }
 
 /// One message of HA's, borrowed from the frame.
@@ -469,7 +472,10 @@ impl Actor {
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
                         s.last_rx = Some(Instant::now());
-                        self.dispatch(ws, s, text.as_str()).await
+                        self.frame = Some(text.clone()); // a reference count, not a copy
+                        let result = self.dispatch(ws, s, text.as_str()).await;
+                        self.frame = None;
+                        result
                     }
                     Some(Ok(Message::Ping(_))) => {
                         s.last_rx = Some(Instant::now());
@@ -849,7 +855,11 @@ impl Actor {
             return;
         };
         self.shared.events_received.fetch_add(1, Ordering::Relaxed);
-        match sub.events.try_send(Event(event.to_owned())) {
+        let event = match &self.frame {
+            Some(frame) => Event::in_frame(frame, event),
+            None => Event::owned(event),
+        };
+        match sub.events.try_send(event) {
             Ok(()) => sub.overflowing = false,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 sub.dropped += 1;

@@ -43,18 +43,70 @@ pub struct Context {
 
 /// An event from `subscribe_events`, kept as the raw JSON HA sent. Parse it with
 /// [`Event::parse`] into [`HaEvent`] or a type of your own (borrowing from [`Event::raw`] avoids copies).
-#[derive(Clone, Debug)]
-pub struct Event(pub(crate) Box<RawValue>);
+///
+/// It shares the WebSocket frame it came in (a reference count) rather than copying its JSON: HA
+/// batches many events per frame, and the copy was a measurable part of the hot path.
+#[derive(Clone)]
+pub struct Event(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `frame[start..end]`.
+    InFrame {
+        frame: tokio_tungstenite::tungstenite::Utf8Bytes,
+        start: usize,
+        end: usize,
+    },
+    Owned(Box<RawValue>),
+}
 
 impl Event {
+    /// An event that is a slice of `frame`'s text (falls back to a copy if it is not).
+    pub(crate) fn in_frame(
+        frame: &tokio_tungstenite::tungstenite::Utf8Bytes,
+        event: &RawValue,
+    ) -> Self {
+        let text = frame.as_str();
+        let start = (event.get().as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        let end = start.wrapping_add(event.get().len());
+        // Same memory, not just equal text: the slice must lie inside the frame.
+        if start <= end
+            && end <= text.len()
+            && text.is_char_boundary(start)
+            && text.is_char_boundary(end)
+        {
+            Event(Repr::InFrame {
+                frame: frame.clone(),
+                start,
+                end,
+            })
+        } else {
+            Event::owned(event)
+        }
+    }
+
+    /// A copy of `event`.
+    pub(crate) fn owned(event: &RawValue) -> Self {
+        Event(Repr::Owned(event.to_owned()))
+    }
+
     /// The event object's JSON text.
     pub fn raw(&self) -> &str {
-        self.0.get()
+        match &self.0 {
+            Repr::InFrame { frame, start, end } => &frame.as_str()[*start..*end],
+            Repr::Owned(raw) => raw.get(),
+        }
     }
 
     /// Parses the event.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.0.get())
+        serde_json::from_str(self.raw())
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Event").field(&self.raw()).finish()
     }
 }
 
@@ -237,6 +289,32 @@ pub(crate) fn decode_history(
             (entity, decoded)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_shares_its_frame_or_falls_back_to_a_copy() {
+        let frame = tokio_tungstenite::tungstenite::Utf8Bytes::from(
+            r#"[{"id":1,"type":"event","event":{"a":"é"}}]"#.to_string(),
+        );
+        #[derive(Deserialize)]
+        struct M<'a> {
+            #[serde(borrow)]
+            event: &'a RawValue,
+        }
+        let items: Vec<M<'_>> = serde_json::from_str(frame.as_str()).unwrap();
+        let e = Event::in_frame(&frame, items[0].event);
+        assert!(matches!(e.0, Repr::InFrame { .. }));
+        assert_eq!(e.raw(), r#"{"a":"é"}"#);
+        // A RawValue from elsewhere is copied.
+        let other: Box<RawValue> = serde_json::from_str(r#"{"b":1}"#).unwrap();
+        let e = Event::in_frame(&frame, &other);
+        assert!(matches!(e.0, Repr::Owned(_)));
+        assert_eq!(e.raw(), r#"{"b":1}"#);
+    }
 }
 
 #[cfg(test)]
