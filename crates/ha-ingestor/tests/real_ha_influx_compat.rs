@@ -158,6 +158,11 @@ fn states() -> Vec<(&'static str, &'static str, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_compatible_points_equal_the_ones_ha_writes_itself() {
+    // The sink's own log lines (warnings on failed writes) show in the test output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("ha_ingestor=info")
+        .with_test_writer()
+        .try_init();
     let ha = RealHa::from_env();
     let influx = env("HA_INGESTOR_INFLUX_URL");
     let ours = unique("ours");
@@ -246,8 +251,9 @@ database = "{ours}"
             post(entity, &state, &attributes).await;
         }
     }
-    // HA's integration writes in one-second batches; compare until both sides settle.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // HA's integration writes in one-second batches; compare until both sides settle (generous:
+    // a write that stalls ends at the sink's 30 s request timeout and is retried).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let (mut theirs, mut mine);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -268,9 +274,24 @@ database = "{ours}"
         only_ha.len(),
         only_ours.len()
     );
+    let journal = {
+        let conn = rusqlite::Connection::open(dir.path().join("compat.db")).unwrap();
+        let q = |sql: &str| -> String {
+            conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_else(|e| e.to_string())
+        };
+        format!(
+            "journal: head {}, rows {}, cursor {}, dead letters {}",
+            q("SELECT max(id) FROM states"),
+            q("SELECT count(*) FROM states"),
+            q("SELECT last_id FROM sink_cursors"),
+            q("SELECT count(*) FROM dead_letters")
+        )
+    };
     assert!(
         only_ha.is_empty() && only_ours.is_empty(),
-        "points differ\nonly HA's:\n{}\nonly ours:\n{}",
+        "points differ ({journal})\nonly HA's:\n{}\nonly ours:\n{}",
         only_ha
             .iter()
             .map(|s| s.as_str())

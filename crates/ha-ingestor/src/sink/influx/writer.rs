@@ -120,7 +120,7 @@ impl InfluxSink {
             .reqwest_builder()
             .map_err(|e| format!("sink '{name}': {e}"))?
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("sink '{name}': HTTP client: {e}"))?;
         let encoder = match config.schema {
