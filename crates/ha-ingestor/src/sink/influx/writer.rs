@@ -179,14 +179,24 @@ impl InfluxSink {
         } else {
             req = req.body(body.to_vec());
         }
-        let resp = req.send().await.map_err(|e| {
-            SinkError::Unavailable(format!(
-                "sink '{}': cannot reach {}: {}",
-                self.name,
-                self.target,
-                describe(&e)
-            ))
-        })?;
+        // One immediate second try on a fresh connection: a pooled keep-alive connection the
+        // server has closed fails the first request on it, which says nothing about the server.
+        let retry = req.try_clone();
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(first) => match retry {
+                Some(again) if !first.is_timeout() => again.send().await,
+                _ => Err(first),
+            }
+            .map_err(|e| {
+                SinkError::Unavailable(format!(
+                    "sink '{}': cannot reach {}: {}",
+                    self.name,
+                    self.target,
+                    describe(&e)
+                ))
+            })?,
+        };
         let status = resp.status();
         if status.is_success() {
             return Ok(None);
