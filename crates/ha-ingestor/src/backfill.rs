@@ -5,7 +5,8 @@
 //! `history/history_during_period` and written like live rows. The unique key on (entity,
 //! `last_updated`) makes the overlap harmless.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,8 +48,9 @@ impl Default for BackfillConfig {
 /// `since_us`, whichever is older (minus the margin); with neither there is nothing to fill.
 #[derive(Clone, Copy, Debug)]
 pub struct Gap {
-    /// The gap began no later than this, in microseconds (e.g. when the connection was lost).
-    /// Needed because the newest stored row can be newer than the gap: another fill may have
+    /// The gap began no later than this, in microseconds: when the connection was lost, or, at
+    /// start, the newest row stored *before* subscribing. Needed because the newest stored row
+    /// can be newer than the gap by the time the fill runs: live rows or another fill may have
     /// stored rows from after it.
     pub since_us: Option<i64>,
 }
@@ -118,19 +120,26 @@ impl Backfiller {
             gap.since_us = earliest(gap.since_us, failed);
             let started = Instant::now();
             let result = match self.window_start(gap).await {
-                Ok(Some(since)) => self.fill(since).await.map_err(|e| (e, Some(since))),
-                Ok(None) => Ok(0),
+                Ok(Some(since)) => self
+                    .fill(since)
+                    .await
+                    .map(|n| (n, Some(since)))
+                    .map_err(|e| (e, Some(since))),
+                Ok(None) => Ok((0, None)),
                 Err(e) => Err((e, gap.since_us)),
             };
             match result {
-                Ok(n) => {
+                Ok((n, since)) => {
                     failed = None;
                     metrics::counter!("ha_ingestor_backfilled_states_total", "instance" => self.instance.to_string())
                         .increment(n);
                     metrics::histogram!("ha_ingestor_backfill_duration_seconds", "instance" => self.instance.to_string())
                         .record(started.elapsed().as_secs_f64());
                     if n > 0 {
-                        tracing::info!(instance = %self.instance, states = n, seconds = started.elapsed().as_secs_f64(), "gap backfilled from HA's history");
+                        let from = since
+                            .map(|us| iso(us - self.margin_us()))
+                            .unwrap_or_default();
+                        tracing::info!(instance = %self.instance, states = n, %from, seconds = started.elapsed().as_secs_f64(), "gap backfilled from HA's history");
                     }
                 }
                 Err((e, since)) => {
@@ -153,7 +162,7 @@ impl Backfiller {
     /// handed to the writer.
     pub async fn fill(&self, since: i64) -> Result<u64, String> {
         let floor = now_us() - i64::try_from(self.config.max_gap.as_micros()).unwrap_or(i64::MAX);
-        let start = (since - i64::try_from(self.config.margin.as_micros()).unwrap_or(0)).max(floor);
+        let start = (since - self.margin_us()).max(floor);
         self.wait_for_recorder().await;
         let entities = self.entities().await?;
         let first_read_at = now_us();
@@ -168,21 +177,12 @@ impl Backfiller {
         Ok(sent)
     }
 
+    fn margin_us(&self) -> i64 {
+        i64::try_from(self.config.margin.as_micros()).unwrap_or(0)
+    }
+
     async fn newest_stored(&self) -> Result<Option<i64>, String> {
-        let db = self.db.clone();
-        let instance = self.instance.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| e.to_string())?;
-            conn.query_row(
-                "SELECT max(s.last_updated_us) FROM states s JOIN entities e ON e.id = s.entity WHERE e.instance = ?1",
-                [&*instance],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        newest_stored(&self.db, &self.instance).await
     }
 
     async fn wait_for_recorder(&self) {
@@ -206,11 +206,15 @@ impl Backfiller {
         }
     }
 
+    /// The entities to read: those HA has now, and those stored before. An entity that is gone
+    /// from HA's state machine (removed, renamed, or not yet set again after HA restarted) still
+    /// has history in the gap.
     async fn entities(&self) -> Result<Vec<String>, String> {
         let states = self.ws.get_states().await.map_err(|e| e.to_string())?;
-        Ok(states
+        let mut all: BTreeSet<String> = states.into_iter().map(|s| s.entity_id).collect();
+        all.extend(stored_entities(&self.db, &self.instance).await?);
+        Ok(all
             .into_iter()
-            .map(|s| s.entity_id)
             .filter(|id| self.filter.allows(id))
             .collect())
     }
@@ -224,6 +228,7 @@ impl Backfiller {
                 .history_during_period(&query)
                 .await
                 .map_err(|e| e.to_string())?;
+            tracing::debug!(instance = %self.instance, from = %query.start_time, entities = chunk.len(), states = history.values().map(Vec::len).sum::<usize>(), "history read");
             for (entity_id, states) in history {
                 for s in states {
                     let record = self.to_record(&entity_id, s);
@@ -240,6 +245,45 @@ impl Backfiller {
     fn to_record(&self, entity_id: &str, s: HistoryState) -> Record {
         history_record(&self.instance, &self.attributes, entity_id, s)
     }
+}
+
+/// Runs a read-only query on the database, off the async threads.
+async fn query<T: Send + 'static>(
+    db: &Path,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| format!("cannot read {}: {e}", db.display()))?;
+        f(&conn).map_err(|e| format!("cannot read {}: {e}", db.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The newest `last_updated` stored for an instance, in microseconds.
+pub async fn newest_stored(db: &Path, instance: &str) -> Result<Option<i64>, String> {
+    let instance = instance.to_string();
+    query(db, move |conn| {
+        conn.query_row(
+            "SELECT max(s.last_updated_us) FROM states s JOIN entities e ON e.id = s.entity WHERE e.instance = ?1",
+            [&instance],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+    })
+    .await
+}
+
+/// The entity ids stored for an instance.
+async fn stored_entities(db: &Path, instance: &str) -> Result<Vec<String>, String> {
+    let instance = instance.to_string();
+    query(db, move |conn| {
+        let mut stmt = conn.prepare("SELECT entity_id FROM entities WHERE instance = ?1")?;
+        stmt.query_map([&instance], |r| r.get(0))?.collect()
+    })
+    .await
 }
 
 /// A state from HA's history as a row (no `time_fired` or context: history has neither).

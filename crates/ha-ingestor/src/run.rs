@@ -146,6 +146,8 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut failure: Option<RunError> = None;
+    // The writer's result, when it ended first.
+    let mut written = None;
     tokio::select! {
         _ = &mut shutdown => tracing::info!("shutting down: flushing"),
         Some(done) = sources.join_next() => match done {
@@ -155,14 +157,21 @@ pub async fn run(
         },
         w = &mut writer => {
             let e = match w {
-                Ok(Ok(())) => RunError::Other("the writer stopped".into()),
-                Ok(Err(e)) => RunError::Store(e),
-                Err(e) => RunError::Other(e.to_string()),
+                // Every sender is gone, so every source has ended: their results (such as a
+                // refused token, exit 3) are collected below. Which of the two wakes first is a race.
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(RunError::Store(e)),
+                Err(e) => Some(RunError::Other(e.to_string())),
             };
-            health.set_sink_error(e.to_string());
-            let _ = stop_tx.send(true);
-            let _ = sinks_stop_tx.send(true);
-            return Err(e);
+            match e {
+                None => written = Some(()),
+                Some(e) => {
+                    health.set_sink_error(e.to_string());
+                    let _ = stop_tx.send(true);
+                    let _ = sinks_stop_tx.send(true);
+                    return Err(e);
+                }
+            }
         }
     }
     let _ = stop_tx.send(true);
@@ -174,7 +183,10 @@ pub async fn run(
         }
     }
     // Every sender is gone now: the writer commits what it holds and ends.
-    let written = writer.await;
+    let written = match written {
+        Some(()) => Ok(Ok(())),
+        None => writer.await,
+    };
     // Remote sinks stop where they are: their cursors are saved, and what they have not sent yet
     // stays in the journal for the next start.
     let _ = sinks_stop_tx.send(true);

@@ -174,6 +174,17 @@ pub async fn run_source(
         Subscribe::StateChanged => Some("state_changed"),
         Subscribe::All => None,
     };
+    // The gap at start runs from the newest row stored before subscribing: read after, it could
+    // be a live row of this run, and a long downtime would go unfilled.
+    let stored_before = match &ctx.backfill {
+        Some(_) => crate::backfill::newest_stored(&ctx.db, &name)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(instance = %name, %e, "cannot read the newest stored row; the gap at start is measured when it is filled");
+                None
+            }),
+        None => None,
+    };
     let mut conn = ws.connection_events();
     let mut events = ws.subscribe_events(event_type).await.map_err(|e| match e {
         ClientError::CommandUnauthorized { .. } => SourceError::Config {
@@ -186,7 +197,9 @@ pub async fn run_source(
     })?;
     // Subscribed first, so nothing new is missed; then the gap since the last stored row is read.
     let (gap_tx, gap_rx) = mpsc::channel::<crate::backfill::Gap>(16);
-    let mut backfill_task = None;
+    // A set, so that it is aborted on every way out, early returns included: the worker holds a
+    // sender of the writer's queue, and the writer ends only when every sender is gone.
+    let mut backfill_task = tokio::task::JoinSet::new();
     if let Some(config) = ctx.backfill.clone() {
         let backfiller = crate::backfill::Backfiller {
             ws: ws.clone(),
@@ -197,8 +210,10 @@ pub async fn run_source(
             tx: ctx.tx.clone(),
             config,
         };
-        backfill_task = Some(tokio::spawn(backfiller.run(gap_rx)));
-        let _ = gap_tx.try_send(crate::backfill::Gap { since_us: None });
+        backfill_task.spawn(backfiller.run(gap_rx));
+        let _ = gap_tx.try_send(crate::backfill::Gap {
+            since_us: stored_before,
+        });
     }
     let received =
         metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
@@ -274,10 +289,8 @@ pub async fn run_source(
             },
         }
     }
-    if let Some(task) = backfill_task {
-        // Rows it already handed over are in the writer's queue and get committed.
-        task.abort();
-    }
+    // Rows it already handed over are in the writer's queue and get committed.
+    backfill_task.abort_all();
     ws.close();
     ctx.health.set_connected(&name, false, None);
     Ok(())

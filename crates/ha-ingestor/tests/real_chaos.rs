@@ -55,7 +55,7 @@ fn spawn_ingestor(config: &Path, log: &Path) -> Ingestor {
         .env_remove("HASS_TOKEN")
         .env_remove("HASS_TOKEN_FILE")
         .env_remove("HA_INGESTOR_DB")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,ha_ingestor::backfill=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(out)
@@ -111,7 +111,7 @@ fn log_tail(path: &Path) -> String {
         let _ = f.read_to_string(&mut text);
     }
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    lines[lines.len().saturating_sub(300)..].join("\n")
 }
 
 fn sqlite_rows(db: &Path) -> Vec<Row> {
@@ -191,6 +191,20 @@ async fn recorded(ha: &RealHa, since_us: i64) -> BTreeSet<Row> {
         })
         .filter(|r| r.1 >= since_us)
         .collect()
+}
+
+/// The rows of `want` that `got` lacks, with readable times, for a failure message.
+fn describe_missing(want: &BTreeSet<Row>, got: &[Row]) -> String {
+    let got: BTreeSet<&Row> = got.iter().collect();
+    want.iter()
+        .filter(|r| !got.contains(r))
+        .take(20)
+        .map(|(entity, us, state)| {
+            let at = jiff::Timestamp::from_microsecond(*us).unwrap();
+            format!("  missing {entity} {at} state {state}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Missing and duplicated rows of `got` against `want`.
@@ -370,10 +384,15 @@ time_column = "last_updated"
     );
     ingestor.child.kill().unwrap();
     ingestor.child.wait().unwrap();
+    let sqlite_now: Vec<Row> = sqlite_rows(&db)
+        .into_iter()
+        .filter(|r| r.1 >= since_us)
+        .collect();
     assert_eq!(
         sqlite,
         (0, 0, 0),
-        "SQLite (missing, duplicated, extra)\n{}",
+        "SQLite (missing, duplicated, extra)\n{}\n{}",
+        describe_missing(&want, &sqlite_now),
         log_tail(&log)
     );
     assert_eq!(

@@ -186,6 +186,31 @@ async fn changes_while_the_ingestor_was_down_are_backfilled_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_removed_while_the_ingestor_was_down_is_backfilled() {
+    // HA forgets an entity's state when its integration unloads (or, for states set through the
+    // API, when HA restarts); its recorded history is still there, and so is the gap in ours.
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ha.db");
+    let entities = ["sensor.bf_gone"];
+    let service = start(&sim, &db).await;
+    until_live(&sim, &db).await;
+    sim.set_state("sensor.bf_gone", "0", json!({}));
+    wait_equal(&sim, &db, &entities).await;
+    stop(service).await;
+
+    for i in 1..=5 {
+        sim.set_state("sensor.bf_gone", &i.to_string(), json!({}));
+    }
+    sim.remove_state("sensor.bf_gone");
+    assert!(sim.get_state("sensor.bf_gone").is_none());
+    let service = start(&sim, &db).await;
+    let n = wait_equal(&sim, &db, &entities).await;
+    assert_eq!(n, 6, "1 live + 5 backfilled rows");
+    stop(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_drop_under_load_leaves_no_gap_and_no_duplicate() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -102,7 +102,13 @@ impl Inner {
         let now = time::now_us();
         let ch = w.set(entity_id, state, attrs, force, ctx, now)?;
         let new = ch.new.clone();
-        self.hub.dispatch_change(&ch, || {
+        self.dispatch(&ch, now);
+        new
+    }
+
+    /// Tells subscribers of a change.
+    fn dispatch(&self, ch: &world::Change, now: i64) {
+        self.hub.dispatch_change(ch, || {
             let n = ch.new.as_deref();
             world::state_changed_body(
                 &ch.entity_id,
@@ -119,7 +125,6 @@ impl Inner {
                 ),
             )
         });
-        new
     }
 
     /// Sets a state, records it and tells subscribers; `None` when nothing changed.
@@ -280,6 +285,15 @@ impl Sim {
             false,
             ctx,
         );
+    }
+
+    /// Removes an entity, as HA does when its integration unloads it: `state_changed` with
+    /// `new_state: null` goes out, and its recorded history stays.
+    pub fn remove_state(&self, entity_id: &str) {
+        let mut w = lock(&self.inner.world);
+        if let Some(ch) = w.remove(entity_id) {
+            self.inner.dispatch(&ch, time::now_us());
+        }
     }
 
     /// The current state of an entity, as HA's JSON state object.
