@@ -120,12 +120,17 @@ impl Backfiller {
             gap.since_us = earliest(gap.since_us, failed);
             let started = Instant::now();
             let result = match self.window_start(gap).await {
-                Ok(Some(since)) => self
-                    .fill(since)
-                    .await
-                    .map(|n| (n, Some(since)))
+                Ok((Some(since), records)) => match self.fill(since).await {
+                    Ok(n) => match records {
+                        Some(id) => close_gaps(&self.db, &self.instance, id)
+                            .await
+                            .map(|()| (n, Some(since))),
+                        None => Ok((n, Some(since))),
+                    }
                     .map_err(|e| (e, Some(since))),
-                Ok(None) => Ok((0, None)),
+                    Err(e) => Err((e, Some(since))),
+                },
+                Ok((None, _)) => Ok((0, None)),
                 Err(e) => Err((e, gap.since_us)),
             };
             match result {
@@ -152,10 +157,16 @@ impl Backfiller {
         }
     }
 
-    /// Where the gap starts: the newest stored row of the instance or the request's own start,
-    /// whichever is older. `None`: nothing stored and no known start, so nothing to fill.
-    async fn window_start(&self, gap: Gap) -> Result<Option<i64>, String> {
-        Ok(earliest(self.newest_stored().await?, gap.since_us))
+    /// Where the gap starts: the newest stored row of the instance, the request's own start, or
+    /// the oldest gap on record, whichever is oldest. `None`: nothing stored and no known start,
+    /// so nothing to fill. Also returns the newest gap record, which the fill covers.
+    async fn window_start(&self, gap: Gap) -> Result<(Option<i64>, Option<i64>), String> {
+        let (recorded, newest_record) = open_gaps(&self.db, &self.instance).await?;
+        let since = earliest(
+            earliest(self.newest_stored().await?, gap.since_us),
+            recorded,
+        );
+        Ok((since, newest_record))
     }
 
     /// Fills the gap from `since` (minus the margin) to now; returns the number of history states
@@ -258,6 +269,65 @@ async fn query<T: Send + 'static>(
             rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| format!("cannot read {}: {e}", db.display()))?;
         f(&conn).map_err(|e| format!("cannot read {}: {e}", db.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Records, durably, that a gap of `instance` began at `since_us`. Called before any row from after
+/// the gap can be stored: once such rows exist, the newest stored row no longer shows the gap, and
+/// only this record makes a later start (after `kill -9`, say) read it back. The fill that covers
+/// it removes it ([`close_gaps`]).
+pub async fn open_gap(db: &Path, instance: &str, since_us: i64) -> Result<(), String> {
+    let instance = instance.to_string();
+    write(db, move |conn| {
+        conn.execute(
+            "INSERT INTO gaps (instance, since_us) VALUES (?1, ?2)",
+            rusqlite::params![instance, since_us],
+        )
+        .map(drop)
+    })
+    .await
+}
+
+/// The open gaps of an instance: the oldest start, and the newest record's id.
+async fn open_gaps(db: &Path, instance: &str) -> Result<(Option<i64>, Option<i64>), String> {
+    let instance = instance.to_string();
+    query(db, move |conn| {
+        conn.query_row(
+            "SELECT min(since_us), max(id) FROM gaps WHERE instance = ?1",
+            [&instance],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    })
+    .await
+}
+
+/// Removes the gap records up to `id`: a fill that began after they were written covered them.
+async fn close_gaps(db: &Path, instance: &str, id: i64) -> Result<(), String> {
+    let instance = instance.to_string();
+    write(db, move |conn| {
+        conn.execute(
+            "DELETE FROM gaps WHERE instance = ?1 AND id <= ?2",
+            rusqlite::params![instance, id],
+        )
+        .map(drop)
+    })
+    .await
+}
+
+/// Runs a small write on its own connection (the writer has its own; SQLite serializes them).
+async fn write(
+    db: &Path,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send + 'static,
+) -> Result<(), String> {
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .and_then(|c| c.busy_timeout(Duration::from_secs(10)).map(|()| c))
+                .map_err(|e| format!("cannot write {}: {e}", db.display()))?;
+        f(&conn).map_err(|e| format!("cannot write {}: {e}", db.display()))
     })
     .await
     .map_err(|e| e.to_string())?

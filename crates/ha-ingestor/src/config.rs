@@ -217,6 +217,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// Gap backfill on (re)connect.
     pub backfill: bool,
+    /// Gap backfill settings; not in the file (the defaults suit HA's recorder), but a program that
+    /// embeds the service, or a test, may change them.
+    pub backfill_settings: crate::backfill::BackfillConfig,
     /// Remote sinks.
     pub sinks: Vec<crate::sink::SinkConfig>,
 }
@@ -330,6 +333,7 @@ impl Config {
             attributes: file.attributes,
             store: file.store,
             backfill: file.backfill.unwrap_or(true),
+            backfill_settings: crate::backfill::BackfillConfig::default(),
             sinks: file.sinks,
         })
     }

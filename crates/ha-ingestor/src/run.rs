@@ -133,9 +133,7 @@ pub async fn run(
             tx: tx.clone(),
             health: health.clone(),
             db: config.db.clone(),
-            backfill: config
-                .backfill
-                .then(crate::backfill::BackfillConfig::default),
+            backfill: config.backfill.then(|| config.backfill_settings.clone()),
         };
         sources.spawn(run_source(inst, ctx, stop_rx.clone()));
     }

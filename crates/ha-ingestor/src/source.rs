@@ -175,14 +175,21 @@ pub async fn run_source(
         Subscribe::All => None,
     };
     // The gap at start runs from the newest row stored before subscribing: read after, it could
-    // be a live row of this run, and a long downtime would go unfilled.
+    // be a live row of this run, and a long downtime would go unfilled. It is put on record
+    // before any live row can be stored, for the same reason (see `backfill::open_gap`).
     let stored_before = match &ctx.backfill {
-        Some(_) => crate::backfill::newest_stored(&ctx.db, &name)
-            .await
-            .unwrap_or_else(|e| {
+        Some(_) => match crate::backfill::newest_stored(&ctx.db, &name).await {
+            Ok(since) => {
+                if let Some(since) = since {
+                    record_gap(&ctx, &name, since).await;
+                }
+                since
+            }
+            Err(e) => {
                 tracing::warn!(instance = %name, %e, "cannot read the newest stored row; the gap at start is measured when it is filled");
                 None
-            }),
+            }
+        },
         None => None,
     };
     let mut conn = ws.connection_events();
@@ -220,9 +227,53 @@ pub async fn run_source(
     let filtered = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "filtered");
     let invalid = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "invalid");
     let mut burst = Vec::with_capacity(256);
+    // When the last connection event was read: connection events that were missed (a lagging
+    // reader) happened after it, so a gap from there is safe.
+    let mut conn_read_at = SystemTime::now();
     loop {
         tokio::select! {
+            // Connection events first: a gap is put on record before any event from after it.
+            biased;
             _ = stop.changed() => break,
+            change = conn.recv() => match change.inspect(|_| conn_read_at = SystemTime::now()) {
+                Ok(ConnectionEvent::Disconnected { reason, .. }) => {
+                    ctx.health.set_connected(&name, false, None);
+                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(0.0);
+                    tracing::warn!(instance = %name, %reason, "disconnected from Home Assistant");
+                }
+                Ok(ConnectionEvent::Reconnected { gap_start, gap_end }) => {
+                    ctx.health.set_connected(&name, true, ws.ha_version());
+                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(1.0);
+                    metrics::counter!("ha_ingestor_reconnects_total", "instance" => name.to_string()).increment(1);
+                    metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
+                    let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
+                    let since = gap_start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
+                    gap_found(&ctx, &name, &gap_tx, since).await;
+                    tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
+                }
+                Ok(ConnectionEvent::EventsDropped { total, .. }) => {
+                    // The dropped events are the newest at the time of the report, but rows stored
+                    // after them could make the newest stored row misleading: read a minute back.
+                    let since = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_micros() as i64 - 60_000_000)
+                        .ok();
+                    gap_found(&ctx, &name, &gap_tx, since).await;
+                    metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "buffer_overflow").absolute(total);
+                    metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
+                }
+                Ok(ConnectionEvent::AuthFailed { message }) => {
+                    ctx.health.set_connected(&name, false, None);
+                    return Err(auth_err(ClientError::AuthInvalid { message }));
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(instance = %name, missed = n, "connection events were missed; reading the time since back from HA's history");
+                    let since = conn_read_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
+                    gap_found(&ctx, &name, &gap_tx, since).await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             // A burst of events costs one wake-up, not one per event.
             n = events.recv_many(&mut burst, 256) => {
                 if n == 0 {
@@ -250,43 +301,6 @@ pub async fn run_source(
                     break;
                 }
             }
-            change = conn.recv() => match change {
-                Ok(ConnectionEvent::Disconnected { reason, .. }) => {
-                    ctx.health.set_connected(&name, false, None);
-                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(0.0);
-                    tracing::warn!(instance = %name, %reason, "disconnected from Home Assistant");
-                }
-                Ok(ConnectionEvent::Reconnected { gap_start, gap_end }) => {
-                    ctx.health.set_connected(&name, true, ws.ha_version());
-                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(1.0);
-                    metrics::counter!("ha_ingestor_reconnects_total", "instance" => name.to_string()).increment(1);
-                    metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
-                    let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
-                    let since = gap_start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
-                    let _ = gap_tx.try_send(crate::backfill::Gap { since_us: since });
-                    tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
-                }
-                Ok(ConnectionEvent::EventsDropped { total, .. }) => {
-                    // The dropped events are the newest at the time of the report, but rows stored
-                    // after them could make the newest stored row misleading: read a minute back.
-                    let since = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map(|d| d.as_micros() as i64 - 60_000_000)
-                        .ok();
-                    let _ = gap_tx.try_send(crate::backfill::Gap { since_us: since });
-                    metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "buffer_overflow").absolute(total);
-                    metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
-                }
-                Ok(ConnectionEvent::AuthFailed { message }) => {
-                    ctx.health.set_connected(&name, false, None);
-                    return Err(auth_err(ClientError::AuthInvalid { message }));
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(instance = %name, missed = n, "connection events were missed");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
-            },
         }
     }
     // Rows it already handed over are in the writer's queue and get committed.
@@ -294,6 +308,27 @@ pub async fn run_source(
     ws.close();
     ctx.health.set_connected(&name, false, None);
     Ok(())
+}
+
+/// A gap that began at `since_us`: put on record, then handed to the backfill worker.
+async fn gap_found(
+    ctx: &SourceContext,
+    name: &str,
+    gaps: &mpsc::Sender<crate::backfill::Gap>,
+    since_us: Option<i64>,
+) {
+    if let (Some(since), Some(_)) = (since_us, &ctx.backfill) {
+        record_gap(ctx, name, since).await;
+    }
+    let _ = gaps.try_send(crate::backfill::Gap { since_us });
+}
+
+/// Puts a gap on record (see `backfill::open_gap`). A failure is logged: the fill still runs now,
+/// only a restart before it ends would not know of the gap.
+async fn record_gap(ctx: &SourceContext, name: &str, since_us: i64) {
+    if let Err(e) = crate::backfill::open_gap(&ctx.db, name, since_us).await {
+        tracing::error!(instance = %name, %e, "cannot record the gap; if the ingestor stops before it is filled, run `ha-ingestor backfill --since` for that time");
+    }
 }
 
 /// Turns an event into a record; `None` when filtered out.

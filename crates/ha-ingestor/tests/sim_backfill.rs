@@ -20,6 +20,10 @@ struct Service {
 }
 
 async fn start(sim: &Sim, db: &Path) -> Service {
+    start_with(sim, db, |_| {}).await
+}
+
+async fn start_with(sim: &Sim, db: &Path, tweak: impl FnOnce(&mut Config)) -> Service {
     let instance = InstanceConfig::with_token(
         "sim",
         &sim.url(),
@@ -37,6 +41,8 @@ async fn start(sim: &Sim, db: &Path) -> Service {
         },
     )
     .unwrap();
+    let mut config = config;
+    tweak(&mut config);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
@@ -207,6 +213,65 @@ async fn an_entity_removed_while_the_ingestor_was_down_is_backfilled() {
     let service = start(&sim, &db).await;
     let n = wait_equal(&sim, &db, &entities).await;
     assert_eq!(n, 6, "1 live + 5 backfilled rows");
+    stop(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_left_unfilled_at_stop_is_filled_at_the_next_start() {
+    // The connection drops, changes happen, the ingestor reconnects and stores live rows, but HA's
+    // history fails, so the gap stays open; then the ingestor stops (or is killed). The newest
+    // stored row is now a live row from after the gap: only the gap's record makes the next start
+    // read it. (A margin of 300 ms instead of 10 s keeps the test short; the live rows come
+    // later than the gap plus the margin, so the newest stored row does not reach back to it.)
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ha.db");
+    const MARGIN: Duration = Duration::from_millis(300);
+    let small_margin = |c: &mut Config| c.backfill_settings.margin = MARGIN;
+    let entities = ["sensor.bf_hole"];
+    let service = start_with(&sim, &db, small_margin).await;
+    until_live(&sim, &db).await;
+    sim.set_history_failures(u32::MAX);
+    sim.drop_connections();
+    for i in 0..5 {
+        sim.set_state("sensor.bf_hole", &i.to_string(), json!({}));
+    }
+    let after_gap = tokio::time::Instant::now() + 2 * MARGIN;
+    tokio::time::sleep_until(after_gap).await;
+    let probes_before = stored(&db, &["sensor.backfill_probe"]).len();
+    // Live again: a probe set after the gap is stored.
+    tokio::time::timeout(WAIT, async {
+        let mut n = 1000;
+        while stored(&db, &["sensor.backfill_probe"]).len() <= probes_before {
+            n += 1;
+            sim.set_state("sensor.backfill_probe", &n.to_string(), json!({}));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("live again after the drop");
+    assert!(
+        stored(&db, &entities).is_empty(),
+        "the gap is still open (history fails)"
+    );
+    stop(service).await;
+
+    sim.set_history_failures(0);
+    let service = start_with(&sim, &db, small_margin).await;
+    assert_eq!(wait_equal(&sim, &db, &entities).await, 5);
+    // The fill ends (after its second read of the tail) by removing the records it covered.
+    tokio::time::timeout(WAIT, async {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let open = || -> i64 {
+            conn.query_row("SELECT count(*) FROM gaps", [], |r| r.get(0))
+                .unwrap()
+        };
+        while open() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a filled gap leaves no record");
     stop(service).await;
 }
 

@@ -13,6 +13,7 @@ pub struct Faults {
     pub reject_auth: AtomicBool,
     auth_delay_us: AtomicU64,
     token_failures: AtomicU32,
+    history_failures: AtomicU32,
 }
 
 impl Default for Faults {
@@ -22,6 +23,7 @@ impl Default for Faults {
             reject_auth: AtomicBool::new(false),
             auth_delay_us: AtomicU64::new(0),
             token_failures: AtomicU32::new(0),
+            history_failures: AtomicU32::new(0),
         }
     }
 }
@@ -48,6 +50,18 @@ impl Faults {
     /// Consumes one armed token failure; `true` when this request must fail.
     pub fn take_token_failure(&self) -> bool {
         self.token_failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Arms `n` failing history requests.
+    pub fn set_history_failures(&self, n: u32) {
+        self.history_failures.store(n, Ordering::Relaxed);
+    }
+
+    /// Consumes one armed history failure; `true` when this request must fail.
+    pub fn take_history_failure(&self) -> bool {
+        self.history_failures
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok()
     }

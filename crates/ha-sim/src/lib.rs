@@ -449,6 +449,12 @@ impl Sim {
         self.inner.core_state()
     }
 
+    /// The next `n` `history/history_during_period` commands fail with `unknown_error`, as HA
+    /// answers when the handler raises.
+    pub fn set_history_failures(&self, n: u32) {
+        self.inner.faults.set_history_failures(n);
+    }
+
     /// The next `n` requests to `/auth/token` answer 500.
     pub fn set_token_endpoint_failures(&self, n: u32) {
         self.inner.faults.set_token_failures(n);

@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS events (
     origin        TEXT,
     UNIQUE (instance, event_type, time_fired_us, context_id)
 );
+CREATE TABLE IF NOT EXISTS gaps (
+    id       INTEGER PRIMARY KEY,
+    instance TEXT NOT NULL,
+    since_us INTEGER NOT NULL              -- a gap not yet read back from HA's history began here
+);
 CREATE TABLE IF NOT EXISTS sink_cursors (
     sink    TEXT PRIMARY KEY,              -- each remote sink's last acknowledged states.id
     last_id INTEGER NOT NULL

@@ -455,6 +455,10 @@ fn history(inner: &Inner, msg: &Value) -> Result<String, CmdError> {
             ("no_attributes", false, Ty::Bool),
         ],
     )?;
+    if inner.faults.take_history_failure() {
+        // What HA answers when a command handler raises (the recorder's database is gone, say).
+        return Err(CmdError::new("unknown_error", "Unknown error"));
+    }
     let start = parse_iso(str_of(msg, "start_time").unwrap_or(""))
         .ok_or_else(|| CmdError::new("invalid_start_time", "Invalid start_time"))?;
     let end = match str_of(msg, "end_time").filter(|s| !s.is_empty()) {
