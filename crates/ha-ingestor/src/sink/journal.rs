@@ -98,7 +98,11 @@ impl Journal {
         last_id: i64,
         dead: &[super::Rejected],
     ) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+        // Immediate: take the write lock first (waiting up to the busy timeout). A deferred
+        // transaction that read first fails at once when another connection wrote meanwhile.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE sink_cursors SET last_id = ?2 WHERE sink = ?1 AND last_id < ?2",
             params![sink, last_id],

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::record::{EventRow, Record, StateRow};
 
@@ -84,6 +84,18 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
+}
+
+impl StoreError {
+    /// Another connection holds the database's write lock (past the busy timeout): worth waiting
+    /// for, not a reason to stop.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
 }
 
 /// What a batch did.
@@ -191,7 +203,23 @@ impl SqliteStore {
 
     /// Writes a batch in one transaction. Rows that are already there are skipped.
     pub fn write_batch(&mut self, records: &[Record]) -> Result<WriteOutcome, StoreError> {
-        let tx = self.conn.transaction()?;
+        let result = self.try_write_batch(records);
+        if result.is_err() {
+            // The transaction rolled back: ids cached during it may not exist.
+            self.entity_ids.clear();
+            self.attribute_ids.clear();
+            self.last.clear();
+        }
+        result
+    }
+
+    fn try_write_batch(&mut self, records: &[Record]) -> Result<WriteOutcome, StoreError> {
+        // Immediate: take the write lock first, waiting up to the busy timeout. A deferred
+        // transaction reads first and then fails at once, without waiting, when another
+        // connection (a sink's cursor, a gap record, an import) wrote in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcome = WriteOutcome::default();
         {
             let mut insert_state = tx.prepare_cached(
@@ -262,13 +290,7 @@ impl SqliteStore {
                 outcome.count(record.instance(), n == 1);
             }
         }
-        if let Err(e) = tx.commit() {
-            // The transaction rolled back: ids cached during it may not exist.
-            self.entity_ids.clear();
-            self.attribute_ids.clear();
-            self.last.clear();
-            return Err(e.into());
-        }
+        tx.commit()?;
         Ok(outcome)
     }
 
@@ -299,7 +321,9 @@ impl SqliteStore {
     /// Deletes up to `rows` of the oldest state rows, and attribute sets no row uses any more.
     /// Returns how many state rows went.
     pub fn evict_oldest(&mut self, rows: u64) -> Result<u64, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "DELETE FROM states WHERE id IN (SELECT id FROM states ORDER BY id LIMIT ?1)",
             [i64::try_from(rows).unwrap_or(i64::MAX)],

@@ -82,19 +82,35 @@ pub fn spawn_writer(
                     }
                 }
             }
-            let mut owned = store.take().expect("store is put back after each batch");
-            let records = std::mem::take(&mut batch);
+            let mut records = std::mem::take(&mut batch);
             let bound = config.bound;
-            let (owned, records, result) = tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
-                let result = commit(&mut owned, &records, bound);
-                metrics::histogram!("ha_ingestor_write_duration_seconds", "sink" => "sqlite")
-                    .record(started.elapsed().as_secs_f64());
-                (owned, records, result)
-            })
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
-            store = Some(owned);
+            let mut busy_retries = 0u32;
+            let result = loop {
+                let mut owned = store.take().expect("store is put back after each batch");
+                let (owned, back, result) = tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let result = commit(&mut owned, &records, bound);
+                    metrics::histogram!("ha_ingestor_write_duration_seconds", "sink" => "sqlite")
+                        .record(started.elapsed().as_secs_f64());
+                    (owned, records, result)
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+                store = Some(owned);
+                records = back;
+                match result {
+                    // Another program holds the write lock beyond the busy timeout (a
+                    // `sqlite3` shell in a transaction, say): wait for it, keeping the rows.
+                    Err(e) if e.is_busy() => {
+                        busy_retries += 1;
+                        metrics::counter!("ha_ingestor_write_errors_total", "sink" => "sqlite")
+                            .increment(1);
+                        tracing::warn!(%e, rows = records.len(), retries = busy_retries, "the database is locked by another connection; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    other => break other,
+                }
+            };
             last_commit = tokio::time::Instant::now();
             match result {
                 Ok(outcome) => {
@@ -278,5 +294,74 @@ mod tests {
             .unwrap();
         assert_eq!(oldest, 0, "the oldest row is kept");
         assert!(n < 2000, "new rows were dropped: {n} stored");
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::record::StateRow;
+
+    fn row(i: i64) -> Record {
+        Record::State(StateRow {
+            instance: Arc::from("home"),
+            entity_id: "sensor.locked".into(),
+            state: i.to_string(),
+            value: Some(i as f64),
+            attributes: "{}".into(),
+            last_changed_us: i,
+            last_updated_us: i,
+            time_fired_us: Some(i),
+            context_id: None,
+            context_user_id: None,
+            context_parent_id: None,
+        })
+    }
+
+    /// Another program holding the write lock past the busy timeout delays the rows; it neither
+    /// stops the writer nor loses them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_locked_by_another_program_delays_rows_and_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.db");
+        let (tx, rx) = mpsc::channel(16);
+        let writer = spawn_writer(
+            WriterConfig {
+                path: path.clone(),
+                batch_size: 100,
+                flush_interval: Duration::from_millis(10),
+                min_commit_interval: Duration::from_millis(1),
+                bound: None,
+                on_commit: None,
+                skip_unchanged: true,
+            },
+            rx,
+            None,
+        )
+        .unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for i in 1..=10 {
+            tx.send(row(i)).await.unwrap();
+        }
+        // Longer than the writer's busy timeout (5 s): its first try fails with SQLITE_BUSY.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(
+            !writer.is_finished(),
+            "the writer gave up on a locked database"
+        );
+        other.execute_batch("COMMIT").unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(20), writer)
+            .await
+            .expect("the writer ends once the lock is gone")
+            .unwrap()
+            .expect("no error");
+        let n: i64 = other
+            .query_row("SELECT count(*) FROM states", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 10);
     }
 }
