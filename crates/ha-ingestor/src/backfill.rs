@@ -1,9 +1,13 @@
 //! Gap backfill: after every (re)connect, fetch from HA's recorder what was missed.
 //!
 //! The subscription is made first, so nothing new is missed; then the gap, from the newest stored
-//! `last_updated` of the instance (minus a margin) to now, is read with
+//! `last_updated` of the instance or the oldest open gap (minus a margin) to now, is read with
 //! `history/history_during_period` and written like live rows. The unique key on (entity,
 //! `last_updated`) makes the overlap harmless.
+//!
+//! Gaps are kept in the `gaps` table until a fill covers them. The newest stored row alone is not
+//! enough: after a reconnect, live rows from after the gap are stored while the gap is still being
+//! read, and an ingestor killed then would, at its next start, see no gap at all.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
