@@ -2,8 +2,9 @@
 //! set-up). Each test has a database of its own, so they run in parallel. The outage test, which
 //! stops the shared server, is in `real_postgres_outage.rs`.
 //!
-//! Not covered here: a wrong password, since the test cluster trusts every local login. The
-//! mapping of `28P01`/`28000` to `Unauthorized` is unit-tested in `sink::postgres`.
+//! Access refused by the real server is covered by an unknown role (SQLSTATE 28000) and a role
+//! without rights on the database (42501). Not covered: a wrong password (28P01), since the test
+//! cluster trusts every local login; its mapping is unit-tested in `sink::postgres`.
 
 #![cfg(feature = "real-sinks")]
 
@@ -401,6 +402,57 @@ async fn a_missing_database_fails_naming_it() {
     );
     assert!(m.contains("CREATE DATABASE"), "{m}");
     assert!(m.contains(sink.target()), "{m}");
+}
+
+#[tokio::test]
+async fn an_unknown_role_is_refused_access() {
+    // A later key wins in a dsn.
+    let dsn = format!("{} user=hai_no_such_role", pg_support::dsn());
+    let config = ha_ingestor::sink::config::PostgresConfig {
+        dsn,
+        password_file: None,
+        password_env: None,
+        schema: PostgresSchema::Normalized,
+        time_column: TimeColumn::TimeFired,
+        timescaledb: true,
+    };
+    let mut sink =
+        PostgresSink::new("pg", &config, Some(ha_client::Secret::new("hunter2"))).unwrap();
+    let e = sink.prepare().await.unwrap_err();
+    let SinkError::Unauthorized(m) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        m.contains("hai_no_such_role") && m.contains("refused access") && !m.contains("hunter2"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn a_role_without_rights_on_the_database_is_refused_access() {
+    let db = pg_support::fresh_db("norights").await;
+    let role = format!("{}_reader", db.name);
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        ))
+        .await
+        .unwrap();
+    let mut config = db.config(PostgresSchema::Normalized);
+    config.dsn = format!("{} user={role}", db.dsn);
+    let mut sink = PostgresSink::new("pg", &config, None).unwrap();
+    let e = sink.prepare().await.unwrap_err();
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .ok();
+    drop(admin);
+    db.drop_db().await;
+    let SinkError::Unauthorized(m) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(m.contains("permission denied"), "{m}");
 }
 
 #[tokio::test]
