@@ -2,17 +2,20 @@
 # Real sink servers for the project's tests, from Debian's packages, on 127.0.0.1 only.
 #
 #   scripts/services.sh install                 apt-get install influxdb victoria-metrics postgresql (idempotent)
-#   scripts/services.sh start  [NAME...]        start influxdb, victoriametrics, postgres (default: all)
+#   scripts/services.sh start  [NAME...]        start influxdb, influxdb-auth, victoriametrics, postgres (default: all)
 #   scripts/services.sh stop   [NAME...]        stop them, by the PID recorded at start
 #   scripts/services.sh env                     print the environment the tests read
 #
 # Environment:
 #   SVC_DIR        runtime directory (default <repo>/target/services)
 #   INFLUX_PORT    InfluxDB 1.x HTTP port (default 18086)
+#   INFLUX_AUTH_PORT  a second InfluxDB 1.x with authentication on (default 18096), for the
+#                  tests of credentials; its admin user and password are in `env`
 #   VM_PORT        VictoriaMetrics HTTP port (default 18428)
 #   PG_PORT        PostgreSQL port (default 55432)
 #
-# The tests read HA_INGESTOR_INFLUX_URL, HA_INGESTOR_VM_URL and HA_INGESTOR_PG_DSN (see `env`).
+# The tests read HA_INGESTOR_INFLUX_URL, HA_INGESTOR_INFLUX_AUTH_*, HA_INGESTOR_VM_URL and
+# HA_INGESTOR_PG_DSN (see `env`).
 # Stopping and starting one server (for outage tests) keeps its data: `stop influxdb; start influxdb`.
 set -euo pipefail
 
@@ -20,6 +23,10 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 SVC_DIR=${SVC_DIR:-$REPO_DIR/target/services}
 INFLUX_PORT=${INFLUX_PORT:-18086}
+INFLUX_AUTH_PORT=${INFLUX_AUTH_PORT:-18096}
+# A throwaway credential of a test server on loopback.
+INFLUX_AUTH_USER=ha_admin
+INFLUX_AUTH_PASSWORD=test-only-3f9c2a
 VM_PORT=${VM_PORT:-18428}
 PG_PORT=${PG_PORT:-55432}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -52,13 +59,13 @@ install() {
 
 running() { [[ -f $1 ]] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
 
-start_influxdb() {
-    local d=$SVC_DIR/influx
+start_influxdb() { # [dir name, port, auth-enabled]
+    local d=$SVC_DIR/${1:-influx} port=${2:-$INFLUX_PORT} auth=${3:-false}
     running "$d/pid" && return 0
     mkdir -p "$d"
     cat > "$d/influxdb.conf" <<CONF
 reporting-disabled = true
-bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
+bind-address = "127.0.0.1:$((port + 2))"
 [meta]
   dir = "$d/meta"
 [data]
@@ -69,14 +76,23 @@ bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
   store-enabled = false
 [http]
   enabled = true
-  bind-address = "127.0.0.1:$INFLUX_PORT"
-  auth-enabled = false
+  bind-address = "127.0.0.1:$port"
+  auth-enabled = $auth
   log-enabled = false
 CONF
     influxd run -config "$d/influxdb.conf" > "$d/influxd.log" 2>&1 &
     echo $! > "$d/pid"
-    wait_until 30 InfluxDB curl -sf -o /dev/null "http://127.0.0.1:$INFLUX_PORT/ping"
-    log "InfluxDB on 127.0.0.1:$INFLUX_PORT (pid $(cat "$d/pid"))"
+    wait_until 30 InfluxDB curl -sf -o /dev/null "http://127.0.0.1:$port/ping"
+    log "InfluxDB on 127.0.0.1:$port, authentication $auth (pid $(cat "$d/pid"))"
+}
+
+start_influxdb_auth() {
+    start_influxdb influx-auth "$INFLUX_AUTH_PORT" true
+    local url=http://127.0.0.1:$INFLUX_AUTH_PORT/query
+    # The first admin may be created without credentials; after that they are needed.
+    curl -sf -o /dev/null -u "$INFLUX_AUTH_USER:$INFLUX_AUTH_PASSWORD" "$url" --data-urlencode 'q=SHOW USERS' \
+        || curl -sf -o /dev/null -XPOST "$url" \
+            --data-urlencode "q=CREATE USER $INFLUX_AUTH_USER WITH PASSWORD '$INFLUX_AUTH_PASSWORD' WITH ALL PRIVILEGES"
 }
 
 start_victoriametrics() {
@@ -127,6 +143,7 @@ stop_pid_file() { # pid file, name
 stop_one() {
     case $1 in
         influxdb) stop_pid_file "$SVC_DIR/influx/pid" InfluxDB ;;
+        influxdb-auth) stop_pid_file "$SVC_DIR/influx-auth/pid" "InfluxDB (authentication on)" ;;
         victoriametrics) stop_pid_file "$SVC_DIR/vm/pid" VictoriaMetrics ;;
         postgres)
             # SIGINT is PostgreSQL's fast shutdown; the postmaster removes its own pid file.
@@ -138,23 +155,26 @@ stop_one() {
                 while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
                 log "stopped PostgreSQL (pid $pid)"
             fi ;;
-        *) log "unknown service $1 (influxdb, victoriametrics, postgres)"; return 2 ;;
+        *) log "unknown service $1 (influxdb, influxdb-auth, victoriametrics, postgres)"; return 2 ;;
     esac
 }
 
 print_env() {
     echo "HA_INGESTOR_INFLUX_URL=http://127.0.0.1:$INFLUX_PORT"
+    echo "HA_INGESTOR_INFLUX_AUTH_URL=http://127.0.0.1:$INFLUX_AUTH_PORT"
+    echo "HA_INGESTOR_INFLUX_AUTH_USER=$INFLUX_AUTH_USER"
+    echo "HA_INGESTOR_INFLUX_AUTH_PASSWORD=$INFLUX_AUTH_PASSWORD"
     echo "HA_INGESTOR_VM_URL=http://127.0.0.1:$VM_PORT"
     echo "HA_INGESTOR_PG_DSN=host=127.0.0.1 port=$PG_PORT user=postgres dbname=ha"
 }
 
 cmd=${1:-}; shift || true
 names=("$@")
-((${#names[@]})) || names=(influxdb victoriametrics postgres)
+((${#names[@]})) || names=(influxdb influxdb-auth victoriametrics postgres)
 case $cmd in
     install) install ;;
     start) for n in "${names[@]}"; do case $n in
-               influxdb) start_influxdb ;; victoriametrics) start_victoriametrics ;; postgres) start_postgres ;;
+               influxdb) start_influxdb ;; influxdb-auth) start_influxdb_auth ;; victoriametrics) start_victoriametrics ;; postgres) start_postgres ;;
                *) log "unknown service $n"; exit 2 ;; esac; done ;;
     stop) for n in "${names[@]}"; do stop_one "$n"; done ;;
     env) print_env ;;

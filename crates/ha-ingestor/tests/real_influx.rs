@@ -183,3 +183,138 @@ async fn clean_schema_and_the_v2_write_api_on_victoriametrics() {
     assert_eq!(v["values"][49], 49.25, "{v}");
     running.stop().await;
 }
+
+/// The second InfluxDB of `scripts/services.sh`, with authentication on: (URL, user, password).
+fn auth_server() -> (String, String, String) {
+    (
+        env("HA_INGESTOR_INFLUX_AUTH_URL"),
+        env("HA_INGESTOR_INFLUX_AUTH_USER"),
+        env("HA_INGESTOR_INFLUX_AUTH_PASSWORD"),
+    )
+}
+
+/// An InfluxQL query with credentials.
+async fn influxql_as(
+    base: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+    q: &str,
+) -> serde_json::Value {
+    reqwest_client()
+        .post(format!("{base}/query"))
+        .basic_auth(user, Some(password))
+        .form(&[("db", db), ("q", q)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn influx_auth_sink(base: &str, db: &str, user: &str, password_file: &std::path::Path) -> String {
+    format!(
+        r#"
+        [[sink]]
+        name = "influx"
+        [sink.influxdb]
+        url = "{base}"
+        database = "{db}"
+        username = "{user}"
+        password_file = "{}"
+        "#,
+        password_file.display()
+    )
+}
+
+#[tokio::test]
+async fn a_username_and_password_file_are_accepted_by_influxdb_with_authentication() {
+    let (base, user, password) = auth_server();
+    let db = unique("auth_ok");
+    let created = influxql_as(
+        &base,
+        &user,
+        &password,
+        "",
+        &format!("CREATE DATABASE \"{db}\""),
+    )
+    .await;
+    assert!(created["results"][0]["error"].is_null(), "{created}");
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("influx-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let rows: Vec<_> = (0..10)
+        .map(|i| {
+            state(
+                "sensor.auth_power",
+                &i.to_string(),
+                t(i),
+                r#"{"unit_of_measurement":"W"}"#,
+            )
+        })
+        .collect();
+    let journal = journal(dir.path(), &rows);
+    let running = start(
+        &sink_config(&influx_auth_sink(&base, &db, &user, &password_file)),
+        &journal,
+    );
+    running.caught_up(WAIT).await;
+    let v = influxql_as(
+        &base,
+        &user,
+        &password,
+        &db,
+        "SELECT count(\"value\") FROM \"W\"",
+    )
+    .await;
+    assert_eq!(v["results"][0]["series"][0]["values"][0][1], 10, "{v}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_holds_the_cursor_and_is_never_shown() {
+    let (base, user, password) = auth_server();
+    let db = unique("auth_bad");
+    let created = influxql_as(
+        &base,
+        &user,
+        &password,
+        "",
+        &format!("CREATE DATABASE \"{db}\""),
+    )
+    .await;
+    assert!(created["results"][0]["error"].is_null(), "{created}");
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("influx-password");
+    const WRONG: &str = "wrong-password-5e1d";
+    std::fs::write(&password_file, WRONG).unwrap();
+    let rows = vec![state("sensor.auth_power", "1", t(0), "{}")];
+    let journal = journal(dir.path(), &rows);
+    let running = start(
+        &sink_config(&influx_auth_sink(&base, &db, &user, &password_file)),
+        &journal,
+    );
+    let error = tokio::time::timeout(WAIT, async {
+        loop {
+            let health = running.health.snapshot();
+            if let Some(e) = health["remote_sinks"][0]["error"].as_str() {
+                return e.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the sink reports the refusal");
+    assert!(
+        error.contains("401") && error.contains("username/password"),
+        "{error}"
+    );
+    assert!(!error.contains(WRONG), "the password leaked: {error}");
+    assert_eq!(
+        cursor_and_head(&journal, "influx").0.unwrap_or(0),
+        0,
+        "the cursor held"
+    );
+    running.stop().await;
+}
