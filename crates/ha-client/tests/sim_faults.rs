@@ -145,6 +145,7 @@ async fn half_open_socket_is_caught_by_the_watchdog() {
     let ws = connect(&sim, config).await;
     let mut conn = ws.connection_events();
     let mut events = ws.subscribe_events(Some("state_changed")).await.unwrap();
+    let silenced_at = std::time::SystemTime::now();
     sim.set_silent(true);
     let ConnectionEvent::Disconnected { reason, .. } = wait_for(&mut conn, "Disconnected", |e| {
         matches!(e, ConnectionEvent::Disconnected { .. })
@@ -156,10 +157,19 @@ async fn half_open_socket_is_caught_by_the_watchdog() {
     assert!(reason.contains("ping"), "{reason}");
     assert!(ws.stats().watchdog_timeouts >= 1);
     sim.set_silent(false);
-    wait_for(&mut conn, "Reconnected", |e| {
+    let ConnectionEvent::Reconnected { gap_start, .. } = wait_for(&mut conn, "Reconnected", |e| {
         matches!(e, ConnectionEvent::Reconnected { .. })
     })
-    .await;
+    .await
+    else {
+        unreachable!()
+    };
+    // The gap reaches back to the silence, not only to when the watchdog noticed it (>= 400 ms
+    // later): what HA sent meanwhile is lost too.
+    assert!(
+        gap_start <= silenced_at,
+        "gap_start {gap_start:?} is after the silence began ({silenced_at:?})"
+    );
     expect_flow(&sim, &mut events, "sensor.after_silence").await;
 }
 

@@ -282,6 +282,10 @@ impl Actor {
                         ..Session::default()
                     };
                     let end = self.session(&mut ws, &mut session).await;
+                    // The gap starts when the lost connection last delivered anything, not when
+                    // the loss was noticed: a half-open socket is only caught by the watchdog,
+                    // up to ping_interval + ping_timeout later, and events of that time are gone.
+                    let last_heard = session.last_rx.unwrap_or(started);
                     self.end_session(session);
                     if started.elapsed() >= self.config.backoff.stable_after {
                         attempt = 0;
@@ -294,7 +298,8 @@ impl Actor {
                         }
                         SessionEnd::Lost(reason) => {
                             tracing::warn!(%reason, "connection to Home Assistant lost; reconnecting");
-                            gap_start = Some(SystemTime::now());
+                            let now = SystemTime::now();
+                            gap_start = Some(now.checked_sub(last_heard.elapsed()).unwrap_or(now));
                             self.shared.emit(ConnectionEvent::Disconnected {
                                 at: SystemTime::now(),
                                 reason,

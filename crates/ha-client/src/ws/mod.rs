@@ -178,7 +178,9 @@ pub enum ConnectionEvent {
     /// Connected again after a loss; subscriptions are being renewed. Events between `gap_start`
     /// and `gap_end` were not seen.
     Reconnected {
-        /// When the connection was lost.
+        /// When the lost connection last delivered a message (an event, a result, a pong): what
+        /// HA sent after that may be lost, even if the loss was noticed later (a half-open socket
+        /// is only caught by the ping watchdog).
         gap_start: SystemTime,
         /// When it was back.
         gap_end: SystemTime,
