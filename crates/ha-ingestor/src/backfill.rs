@@ -52,8 +52,8 @@ impl Default for BackfillConfig {
 /// `since_us`, whichever is older (minus the margin); with neither there is nothing to fill.
 #[derive(Clone, Copy, Debug)]
 pub struct Gap {
-    /// The gap began no later than this, in microseconds: when the connection was lost, or, at
-    /// start, the newest row stored *before* subscribing. Needed because the newest stored row
+    /// The gap began no later than this, in microseconds: when the lost connection last
+    /// delivered a message, or, at start, the newest row stored *before* subscribing. Needed because the newest stored row
     /// can be newer than the gap by the time the fill runs: live rows or another fill may have
     /// stored rows from after it.
     pub since_us: Option<i64>,
@@ -124,16 +124,15 @@ impl Backfiller {
             gap.since_us = earliest(gap.since_us, failed);
             let started = Instant::now();
             let result = match self.window_start(gap).await {
-                Ok((Some(since), records)) => match self.fill(since).await {
-                    Ok(n) => match records {
-                        Some(id) => close_gaps(&self.db, &self.instance, id)
-                            .await
-                            .map(|()| (n, Some(since))),
-                        None => Ok((n, Some(since))),
+                Ok((Some(since), records)) => async {
+                    let n = self.fill(since).await?;
+                    if let Some(id) = records {
+                        close_gaps(&self.db, &self.instance, id).await?;
                     }
-                    .map_err(|e| (e, Some(since))),
-                    Err(e) => Err((e, Some(since))),
-                },
+                    Ok((n, Some(since)))
+                }
+                .await
+                .map_err(|e| (e, Some(since))),
                 Ok((None, _)) => Ok((0, None)),
                 Err(e) => Err((e, gap.since_us)),
             };
@@ -262,17 +261,24 @@ impl Backfiller {
     }
 }
 
-/// Runs a read-only query on the database, off the async threads.
-async fn query<T: Send + 'static>(
+/// Runs `f` on a connection of its own, off the async threads: read-only unless `write`. Writes
+/// wait for the writer's lock (SQLite serializes writers).
+async fn on_db<T: Send + 'static>(
     db: &Path,
+    write: bool,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, String> {
+    use rusqlite::OpenFlags;
     let db = db.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let conn =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| format!("cannot read {}: {e}", db.display()))?;
-        f(&conn).map_err(|e| format!("cannot read {}: {e}", db.display()))
+        let (flags, what) = match write {
+            true => (OpenFlags::SQLITE_OPEN_READ_WRITE, "write"),
+            false => (OpenFlags::SQLITE_OPEN_READ_ONLY, "read"),
+        };
+        rusqlite::Connection::open_with_flags(&db, flags)
+            .and_then(|c| c.busy_timeout(Duration::from_secs(10)).map(|()| c))
+            .and_then(|c| f(&c))
+            .map_err(|e| format!("cannot {what} {}: {e}", db.display()))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -284,7 +290,7 @@ async fn query<T: Send + 'static>(
 /// it removes it ([`close_gaps`]).
 pub async fn open_gap(db: &Path, instance: &str, since_us: i64) -> Result<(), String> {
     let instance = instance.to_string();
-    write(db, move |conn| {
+    on_db(db, true, move |conn| {
         conn.execute(
             "INSERT INTO gaps (instance, since_us) VALUES (?1, ?2)",
             rusqlite::params![instance, since_us],
@@ -297,7 +303,7 @@ pub async fn open_gap(db: &Path, instance: &str, since_us: i64) -> Result<(), St
 /// The open gaps of an instance: the oldest start, and the newest record's id.
 async fn open_gaps(db: &Path, instance: &str) -> Result<(Option<i64>, Option<i64>), String> {
     let instance = instance.to_string();
-    query(db, move |conn| {
+    on_db(db, false, move |conn| {
         conn.query_row(
             "SELECT min(since_us), max(id) FROM gaps WHERE instance = ?1",
             [&instance],
@@ -310,7 +316,7 @@ async fn open_gaps(db: &Path, instance: &str) -> Result<(Option<i64>, Option<i64
 /// Removes the gap records up to `id`: a fill that began after they were written covered them.
 async fn close_gaps(db: &Path, instance: &str, id: i64) -> Result<(), String> {
     let instance = instance.to_string();
-    write(db, move |conn| {
+    on_db(db, true, move |conn| {
         conn.execute(
             "DELETE FROM gaps WHERE instance = ?1 AND id <= ?2",
             rusqlite::params![instance, id],
@@ -320,27 +326,10 @@ async fn close_gaps(db: &Path, instance: &str, id: i64) -> Result<(), String> {
     .await
 }
 
-/// Runs a small write on its own connection (the writer has its own; SQLite serializes them).
-async fn write(
-    db: &Path,
-    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()> + Send + 'static,
-) -> Result<(), String> {
-    let db = db.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let conn =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-                .and_then(|c| c.busy_timeout(Duration::from_secs(10)).map(|()| c))
-                .map_err(|e| format!("cannot write {}: {e}", db.display()))?;
-        f(&conn).map_err(|e| format!("cannot write {}: {e}", db.display()))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
 /// The newest `last_updated` stored for an instance, in microseconds.
 pub async fn newest_stored(db: &Path, instance: &str) -> Result<Option<i64>, String> {
     let instance = instance.to_string();
-    query(db, move |conn| {
+    on_db(db, false, move |conn| {
         conn.query_row(
             "SELECT max(s.last_updated_us) FROM states s JOIN entities e ON e.id = s.entity WHERE e.instance = ?1",
             [&instance],
@@ -353,7 +342,7 @@ pub async fn newest_stored(db: &Path, instance: &str) -> Result<Option<i64>, Str
 /// The entity ids stored for an instance.
 async fn stored_entities(db: &Path, instance: &str) -> Result<Vec<String>, String> {
     let instance = instance.to_string();
-    query(db, move |conn| {
+    on_db(db, false, move |conn| {
         let mut stmt = conn.prepare("SELECT entity_id FROM entities WHERE instance = ?1")?;
         stmt.query_map([&instance], |r| r.get(0))?.collect()
     })

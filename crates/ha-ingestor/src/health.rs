@@ -81,6 +81,13 @@ impl Health {
         sink.error = Some(error);
     }
 
+    /// Records the sink working again after [`Health::set_sink_error`].
+    pub fn set_sink_ok(&self) {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        sink.ok = true;
+        sink.error = None;
+    }
+
     /// Records a remote sink's state. `behind_rows` keeps its last value when `None`.
     pub fn set_remote_sink(
         &self,

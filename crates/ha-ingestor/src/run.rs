@@ -144,8 +144,8 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut failure: Option<RunError> = None;
-    // The writer's result, when it ended first.
-    let mut written = None;
+    // Whether the writer ended first (cleanly: every sender was gone).
+    let mut writer_done = false;
     tokio::select! {
         _ = &mut shutdown => tracing::info!("shutting down: flushing"),
         Some(done) = sources.join_next() => match done {
@@ -161,15 +161,13 @@ pub async fn run(
                 Ok(Err(e)) => Some(RunError::Store(e)),
                 Err(e) => Some(RunError::Other(e.to_string())),
             };
-            match e {
-                None => written = Some(()),
-                Some(e) => {
-                    health.set_sink_error(e.to_string());
-                    let _ = stop_tx.send(true);
-                    let _ = sinks_stop_tx.send(true);
-                    return Err(e);
-                }
+            if let Some(e) = e {
+                health.set_sink_error(e.to_string());
+                let _ = stop_tx.send(true);
+                let _ = sinks_stop_tx.send(true);
+                return Err(e);
             }
+            writer_done = true;
         }
     }
     let _ = stop_tx.send(true);
@@ -181,9 +179,10 @@ pub async fn run(
         }
     }
     // Every sender is gone now: the writer commits what it holds and ends.
-    let written = match written {
-        Some(()) => Ok(Ok(())),
-        None => writer.await,
+    let written = if writer_done {
+        Ok(Ok(()))
+    } else {
+        writer.await
     };
     // Remote sinks stop where they are: their cursors are saved, and what they have not sent yet
     // stays in the journal for the next start.

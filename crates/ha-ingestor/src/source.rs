@@ -177,21 +177,18 @@ pub async fn run_source(
     // The gap at start runs from the newest row stored before subscribing: read after, it could
     // be a live row of this run, and a long downtime would go unfilled. It is put on record
     // before any live row can be stored, for the same reason (see `backfill::open_gap`).
-    let stored_before = match &ctx.backfill {
-        Some(_) => match crate::backfill::newest_stored(&ctx.db, &name).await {
-            Ok(since) => {
-                if let Some(since) = since {
-                    record_gap(&ctx, &name, since).await;
-                }
-                since
-            }
-            Err(e) => {
+    let mut stored_before = None;
+    if ctx.backfill.is_some() {
+        stored_before = crate::backfill::newest_stored(&ctx.db, &name)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::warn!(instance = %name, %e, "cannot read the newest stored row; the gap at start is measured when it is filled");
                 None
-            }
-        },
-        None => None,
-    };
+            });
+        if let Some(since) = stored_before {
+            record_gap(&ctx, &name, since).await;
+        }
+    }
     let mut conn = ws.connection_events();
     let mut events = ws.subscribe_events(event_type).await.map_err(|e| match e {
         ClientError::CommandUnauthorized { .. } => SourceError::Config {

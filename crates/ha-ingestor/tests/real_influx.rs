@@ -127,11 +127,14 @@ async fn replays_after_a_restart_of_the_ingestor_write_no_duplicates() {
 async fn clean_schema_and_the_v2_write_api_on_victoriametrics() {
     let base = env("HA_INGESTOR_VM_URL");
     let bucket = unique("vm");
+    // VictoriaMetrics has no databases: a series of its own keeps a second run on the same server
+    // from seeing the first one's points.
+    let entity = format!("sensor.{bucket}");
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<_> = (0..50)
         .map(|i| {
             state(
-                "sensor.vm_temp",
+                &entity,
                 &format!("{i}.25"),
                 t(i),
                 r#"{"unit_of_measurement":"°C","friendly_name":"VM temp"}"#,
@@ -166,7 +169,7 @@ async fn clean_schema_and_the_v2_write_api_on_victoriametrics() {
         .post(format!("{base}/api/v1/export"))
         .form(&[(
             "match[]",
-            "{__name__=\"ha_states_value\",entity_id=\"sensor.vm_temp\"}",
+            format!("{{__name__=\"ha_states_value\",entity_id=\"{entity}\"}}"),
         )])
         .send()
         .await
@@ -184,66 +187,67 @@ async fn clean_schema_and_the_v2_write_api_on_victoriametrics() {
     running.stop().await;
 }
 
-/// The second InfluxDB of `scripts/services.sh`, with authentication on: (URL, user, password).
-fn auth_server() -> (String, String, String) {
-    (
-        env("HA_INGESTOR_INFLUX_AUTH_URL"),
-        env("HA_INGESTOR_INFLUX_AUTH_USER"),
-        env("HA_INGESTOR_INFLUX_AUTH_PASSWORD"),
-    )
+/// A fresh database on the second InfluxDB of `scripts/services.sh` (authentication on), and a
+/// `[[sink]]` for it that reads `password` from a file.
+struct AuthDb {
+    base: String,
+    user: String,
+    password: String,
+    db: String,
+    dir: tempfile::TempDir,
 }
 
-/// An InfluxQL query with credentials.
-async fn influxql_as(
-    base: &str,
-    user: &str,
-    password: &str,
-    db: &str,
-    q: &str,
-) -> serde_json::Value {
-    reqwest_client()
-        .post(format!("{base}/query"))
-        .basic_auth(user, Some(password))
-        .form(&[("db", db), ("q", q)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+impl AuthDb {
+    async fn create(tag: &str) -> AuthDb {
+        let (base, user, password) = (
+            env("HA_INGESTOR_INFLUX_AUTH_URL"),
+            env("HA_INGESTOR_INFLUX_AUTH_USER"),
+            env("HA_INGESTOR_INFLUX_AUTH_PASSWORD"),
+        );
+        let db = unique(tag);
+        let created = influxql_as(
+            &base,
+            Some((&user, &password)),
+            "",
+            &format!("CREATE DATABASE \"{db}\""),
+        )
+        .await;
+        assert!(created["results"][0]["error"].is_null(), "{created}");
+        let dir = tempfile::tempdir().unwrap();
+        AuthDb {
+            base,
+            user,
+            password,
+            db,
+            dir,
+        }
+    }
 
-fn influx_auth_sink(base: &str, db: &str, user: &str, password_file: &std::path::Path) -> String {
-    format!(
-        r#"
-        [[sink]]
-        name = "influx"
-        [sink.influxdb]
-        url = "{base}"
-        database = "{db}"
-        username = "{user}"
-        password_file = "{}"
-        "#,
-        password_file.display()
-    )
+    /// The sink's configuration, with `password` in its password file.
+    fn sink(&self, password: &str) -> ha_ingestor::sink::SinkConfig {
+        let password_file = self.dir.path().join("influx-password");
+        std::fs::write(&password_file, format!("{password}\n")).unwrap();
+        sink_config(&format!(
+            r#"
+            [[sink]]
+            name = "influx"
+            [sink.influxdb]
+            url = "{}"
+            database = "{}"
+            username = "{}"
+            password_file = "{}"
+            "#,
+            self.base,
+            self.db,
+            self.user,
+            password_file.display()
+        ))
+    }
 }
 
 #[tokio::test]
 async fn a_username_and_password_file_are_accepted_by_influxdb_with_authentication() {
-    let (base, user, password) = auth_server();
-    let db = unique("auth_ok");
-    let created = influxql_as(
-        &base,
-        &user,
-        &password,
-        "",
-        &format!("CREATE DATABASE \"{db}\""),
-    )
-    .await;
-    assert!(created["results"][0]["error"].is_null(), "{created}");
-    let dir = tempfile::tempdir().unwrap();
-    let password_file = dir.path().join("influx-password");
-    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let server = AuthDb::create("auth_ok").await;
     let rows: Vec<_> = (0..10)
         .map(|i| {
             state(
@@ -254,17 +258,13 @@ async fn a_username_and_password_file_are_accepted_by_influxdb_with_authenticati
             )
         })
         .collect();
-    let journal = journal(dir.path(), &rows);
-    let running = start(
-        &sink_config(&influx_auth_sink(&base, &db, &user, &password_file)),
-        &journal,
-    );
+    let journal = journal(server.dir.path(), &rows);
+    let running = start(&server.sink(&server.password), &journal);
     running.caught_up(WAIT).await;
     let v = influxql_as(
-        &base,
-        &user,
-        &password,
-        &db,
+        &server.base,
+        Some((&server.user, &server.password)),
+        &server.db,
         "SELECT count(\"value\") FROM \"W\"",
     )
     .await;
@@ -274,27 +274,11 @@ async fn a_username_and_password_file_are_accepted_by_influxdb_with_authenticati
 
 #[tokio::test]
 async fn a_wrong_password_is_refused_holds_the_cursor_and_is_never_shown() {
-    let (base, user, password) = auth_server();
-    let db = unique("auth_bad");
-    let created = influxql_as(
-        &base,
-        &user,
-        &password,
-        "",
-        &format!("CREATE DATABASE \"{db}\""),
-    )
-    .await;
-    assert!(created["results"][0]["error"].is_null(), "{created}");
-    let dir = tempfile::tempdir().unwrap();
-    let password_file = dir.path().join("influx-password");
     const WRONG: &str = "wrong-password-5e1d";
-    std::fs::write(&password_file, WRONG).unwrap();
+    let server = AuthDb::create("auth_bad").await;
     let rows = vec![state("sensor.auth_power", "1", t(0), "{}")];
-    let journal = journal(dir.path(), &rows);
-    let running = start(
-        &sink_config(&influx_auth_sink(&base, &db, &user, &password_file)),
-        &journal,
-    );
+    let journal = journal(server.dir.path(), &rows);
+    let running = start(&server.sink(WRONG), &journal);
     let error = tokio::time::timeout(WAIT, async {
         loop {
             let health = running.health.snapshot();

@@ -383,14 +383,7 @@ async fn a_schema_problem_fails_the_batch_instead_of_dead_lettering_it() {
 #[tokio::test]
 async fn a_missing_database_fails_naming_it() {
     let dsn = format!("{} dbname=hai_no_such_db", pg_support::dsn());
-    let config = ha_ingestor::sink::config::PostgresConfig {
-        dsn,
-        password_file: None,
-        password_env: None,
-        schema: PostgresSchema::Normalized,
-        time_column: TimeColumn::TimeFired,
-        timescaledb: true,
-    };
+    let config = pg_support::config(&dsn, PostgresSchema::Normalized);
     let mut sink = PostgresSink::new("pg", &config, None).unwrap();
     let e = sink.prepare().await.unwrap_err();
     let SinkError::Failed(m) = &e else {
@@ -408,14 +401,7 @@ async fn a_missing_database_fails_naming_it() {
 async fn an_unknown_role_is_refused_access() {
     // A later key wins in a dsn.
     let dsn = format!("{} user=hai_no_such_role", pg_support::dsn());
-    let config = ha_ingestor::sink::config::PostgresConfig {
-        dsn,
-        password_file: None,
-        password_env: None,
-        schema: PostgresSchema::Normalized,
-        time_column: TimeColumn::TimeFired,
-        timescaledb: true,
-    };
+    let config = pg_support::config(&dsn, PostgresSchema::Normalized);
     let mut sink =
         PostgresSink::new("pg", &config, Some(ha_client::Secret::new("hunter2"))).unwrap();
     let e = sink.prepare().await.unwrap_err();
@@ -457,14 +443,10 @@ async fn a_role_without_rights_on_the_database_is_refused_access() {
 
 #[tokio::test]
 async fn a_closed_port_is_unavailable() {
-    let config = ha_ingestor::sink::config::PostgresConfig {
-        dsn: "host=127.0.0.1 port=1 user=postgres dbname=ha".into(),
-        password_file: None,
-        password_env: None,
-        schema: PostgresSchema::Normalized,
-        time_column: TimeColumn::TimeFired,
-        timescaledb: true,
-    };
+    let config = pg_support::config(
+        "host=127.0.0.1 port=1 user=postgres dbname=ha",
+        PostgresSchema::Normalized,
+    );
     let mut sink =
         PostgresSink::new("pg", &config, Some(ha_client::Secret::new("hunter2"))).unwrap();
     let e = sink.prepare().await.unwrap_err();

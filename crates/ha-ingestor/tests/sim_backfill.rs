@@ -125,14 +125,16 @@ async fn wait_equal(sim: &Sim, db: &Path, entities: &[&str]) -> usize {
     }
 }
 
+/// Sets the probe until one of its values set now is stored: the subscription is live.
 async fn until_live(sim: &Sim, db: &Path) {
+    let before = stored(db, &["sensor.backfill_probe"]).len();
     tokio::time::timeout(WAIT, async {
-        let mut n = 0;
+        let mut n = before;
         loop {
             n += 1;
             sim.set_state("sensor.backfill_probe", &n.to_string(), json!({}));
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if !stored(db, &["sensor.backfill_probe"]).is_empty() {
+            if stored(db, &["sensor.backfill_probe"]).len() > before {
                 return;
             }
         }
@@ -238,18 +240,8 @@ async fn a_gap_left_unfilled_at_stop_is_filled_at_the_next_start() {
     }
     let after_gap = tokio::time::Instant::now() + 2 * MARGIN;
     tokio::time::sleep_until(after_gap).await;
-    let probes_before = stored(&db, &["sensor.backfill_probe"]).len();
     // Live again: a probe set after the gap is stored.
-    tokio::time::timeout(WAIT, async {
-        let mut n = 1000;
-        while stored(&db, &["sensor.backfill_probe"]).len() <= probes_before {
-            n += 1;
-            sim.set_state("sensor.backfill_probe", &n.to_string(), json!({}));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("live again after the drop");
+    until_live(&sim, &db).await;
     assert!(
         stored(&db, &entities).is_empty(),
         "the gap is still open (history fails)"

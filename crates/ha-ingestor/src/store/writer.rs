@@ -106,9 +106,21 @@ pub fn spawn_writer(
                         metrics::counter!("ha_ingestor_write_errors_total", "sink" => "sqlite")
                             .increment(1);
                         tracing::warn!(%e, rows = records.len(), retries = busy_retries, "the database is locked by another connection; retrying");
+                        if let Some(h) = &health {
+                            h.set_sink_error(format!(
+                                "{e}: another connection holds the write lock; retrying every second"
+                            ));
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    other => break other,
+                    other => {
+                        if busy_retries > 0
+                            && let Some(h) = &health
+                        {
+                            h.set_sink_ok();
+                        }
+                        break other;
+                    }
                 }
             };
             last_commit = tokio::time::Instant::now();
@@ -295,30 +307,6 @@ mod tests {
         assert_eq!(oldest, 0, "the oldest row is kept");
         assert!(n < 2000, "new rows were dropped: {n} stored");
     }
-}
-
-#[cfg(test)]
-mod lock_tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::record::StateRow;
-
-    fn row(i: i64) -> Record {
-        Record::State(StateRow {
-            instance: Arc::from("home"),
-            entity_id: "sensor.locked".into(),
-            state: i.to_string(),
-            value: Some(i as f64),
-            attributes: "{}".into(),
-            last_changed_us: i,
-            last_updated_us: i,
-            time_fired_us: Some(i),
-            context_id: None,
-            context_user_id: None,
-            context_parent_id: None,
-        })
-    }
 
     /// Another program holding the write lock past the busy timeout delays the rows; it neither
     /// stops the writer nor loses them.
@@ -327,6 +315,7 @@ mod lock_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("locked.db");
         let (tx, rx) = mpsc::channel(16);
+        let health = Arc::new(crate::health::Health::default());
         let writer = spawn_writer(
             WriterConfig {
                 path: path.clone(),
@@ -338,16 +327,29 @@ mod lock_tests {
                 skip_unchanged: true,
             },
             rx,
-            None,
+            Some(health.clone()),
         )
         .unwrap();
         let other = rusqlite::Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         for i in 1..=10 {
-            tx.send(row(i)).await.unwrap();
+            tx.send(big_row(i)).await.unwrap();
         }
-        // Longer than the writer's busy timeout (5 s): its first try fails with SQLITE_BUSY.
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        // After the busy timeout (5 s) the writer reports the lock and keeps trying.
+        let error = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(e) = health.snapshot()["sinks"][0]["error"].as_str() {
+                    return e.to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the lock is reported in /health");
+        assert!(
+            error.contains("locked") && error.contains("retrying"),
+            "{error}"
+        );
         assert!(
             !writer.is_finished(),
             "the writer gave up on a locked database"
@@ -363,5 +365,9 @@ mod lock_tests {
             .query_row("SELECT count(*) FROM states", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 10);
+        assert!(
+            health.snapshot()["sinks"][0]["error"].is_null(),
+            "cleared once written"
+        );
     }
 }

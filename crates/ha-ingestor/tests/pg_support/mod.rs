@@ -94,14 +94,19 @@ impl TestDb {
 
     /// The sink's configuration for this database.
     pub fn config(&self, schema: PostgresSchema) -> PostgresConfig {
-        PostgresConfig {
-            dsn: self.dsn.clone(),
-            password_file: None,
-            password_env: None,
-            schema,
-            time_column: TimeColumn::TimeFired,
-            timescaledb: true,
-        }
+        config(&self.dsn, schema)
+    }
+}
+
+/// A sink configuration for `dsn`, with the defaults otherwise.
+pub fn config(dsn: &str, schema: PostgresSchema) -> PostgresConfig {
+    PostgresConfig {
+        dsn: dsn.to_string(),
+        password_file: None,
+        password_env: None,
+        schema,
+        time_column: TimeColumn::TimeFired,
+        timescaledb: true,
     }
 }
 

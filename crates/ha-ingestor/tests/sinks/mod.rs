@@ -161,8 +161,21 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs an InfluxQL query and returns the JSON answer.
 pub async fn influxql(base: &str, db: &str, q: &str) -> serde_json::Value {
-    reqwest_client()
-        .post(format!("{base}/query"))
+    influxql_as(base, None, db, q).await
+}
+
+/// [`influxql`] with a user and password (for a server with authentication on).
+pub async fn influxql_as(
+    base: &str,
+    credentials: Option<(&str, &str)>,
+    db: &str,
+    q: &str,
+) -> serde_json::Value {
+    let mut request = reqwest_client().post(format!("{base}/query"));
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    request
         .form(&[("db", db), ("q", q)])
         .send()
         .await
