@@ -590,7 +590,7 @@ async fn entities_vs_events(timing: Timing) -> Result<Vec<Row>, String> {
             }
             let now = now_us();
             for s in &u.changed {
-                lock(&cc.lag).record(now - (s.last_updated * 1e6) as i64);
+                lock(&cc.lag).record(now - s.last_updated_us());
                 match counts.get_mut(&s.entity_id) {
                     Some(n) => *n += 1,
                     None => {

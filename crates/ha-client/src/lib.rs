@@ -1,4 +1,4 @@
-//! A Home Assistant client: authentication, REST and (soon) WebSocket, async and blocking.
+//! A Home Assistant client: authentication, REST and WebSocket, async and blocking.
 //!
 //! It follows Home Assistant's guide for API libraries: the [`auth`] part acquires and refreshes
 //! tokens and makes authenticated requests without knowing what they contain; tokens are handed to
@@ -19,6 +19,7 @@ mod ha_url;
 mod http;
 mod retry;
 mod secret;
+pub mod time;
 mod tls;
 pub mod ws;
 

@@ -235,30 +235,77 @@ impl Backfiller {
 
     async fn read_window(&self, entities: &[String], start_us: i64) -> Result<u64, String> {
         let mut sent = 0;
-        for chunk in entities.chunks(self.config.chunk.max(1)) {
-            let query = HistoryQuery::new(iso(start_us), chunk.to_vec());
-            let history = self
-                .ws
-                .history_during_period(&query)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::debug!(instance = %self.instance, from = %query.start_time, entities = chunk.len(), states = history.values().map(Vec::len).sum::<usize>(), "history read");
-            for (entity_id, states) in history {
-                for s in states {
-                    let record = self.to_record(&entity_id, s);
-                    if self.tx.send(record).await.is_err() {
-                        return Ok(sent); // shutting down
-                    }
-                    sent += 1;
+        let slices = crate::import::slices(start_us, now_us());
+        let last = slices.len().saturating_sub(1);
+        for (i, (start, end)) in slices.into_iter().enumerate() {
+            // The last slice stays open-ended: rows committed while it is read still come back.
+            // Later ones start a little early: HA's window leaves out rows exactly at its start.
+            let end = (i < last).then_some(end);
+            let start = if i == 0 {
+                start
+            } else {
+                start - crate::import::OVERLAP_US
+            };
+            let rows = read_history(
+                &self.ws,
+                &self.instance,
+                &self.attributes,
+                entities,
+                self.config.chunk,
+                start,
+                end,
+                || {},
+            )
+            .await?;
+            for record in rows {
+                if self.tx.send(record).await.is_err() {
+                    return Ok(sent); // shutting down
                 }
+                sent += 1;
             }
         }
         Ok(sent)
     }
+}
 
-    fn to_record(&self, entity_id: &str, s: HistoryState) -> Record {
-        history_record(&self.instance, &self.attributes, entity_id, s)
+/// Reads `[start_us, end_us)` of `entities`' history (open-ended without `end_us`), `chunk`
+/// entities per request, calling `on_request` after each, and returns the rows in time order
+/// across entities: HA's own outputs see changes in that order, and an InfluxDB measurement that
+/// two entities write with different field types keeps the type of the first point written.
+#[allow(clippy::too_many_arguments)] // one read, its parts named at the call sites
+pub async fn read_history(
+    ws: &WsClient,
+    instance: &Arc<str>,
+    rules: &AttributeRules,
+    entities: &[String],
+    chunk: usize,
+    start_us: i64,
+    end_us: Option<i64>,
+    mut on_request: impl FnMut(),
+) -> Result<Vec<Record>, String> {
+    let mut rows = Vec::new();
+    for chunk in entities.chunks(chunk.max(1)) {
+        let mut query = HistoryQuery::new(iso(start_us), chunk.to_vec());
+        if let Some(end) = end_us {
+            query = query.end_time(iso(end));
+        }
+        let history = ws
+            .history_during_period(&query)
+            .await
+            .map_err(|e| format!("history from {}: {e}", query.start_time))?;
+        tracing::debug!(%instance, from = %query.start_time, entities = chunk.len(), states = history.values().map(Vec::len).sum::<usize>(), "history read");
+        // Rows, not HA's maps, are kept until the sort: a day of history is held at once.
+        for (entity_id, states) in history {
+            rows.extend(
+                states
+                    .into_iter()
+                    .map(|s| history_record(instance, rules, &entity_id, s)),
+            );
+        }
+        on_request();
     }
+    rows.sort_by(|a, b| a.time_order().cmp(&b.time_order()));
+    Ok(rows)
 }
 
 /// Runs `f` on a connection of its own, off the async threads: read-only unless `write`. Writes
@@ -356,19 +403,18 @@ pub fn history_record(
     entity_id: &str,
     s: HistoryState,
 ) -> Record {
+    // The microseconds of the live event's ISO time, so the unique key matches the live row.
+    let (last_changed_us, last_updated_us) = (s.last_changed_us(), s.last_updated_us());
     let mut attributes = s.attributes;
     rules.for_entity(entity_id).retain(&mut attributes);
-    // Float epoch seconds from HA have sub-microsecond precision at today's dates: rounding gives
-    // back exactly the microseconds of the live event's ISO time, so the unique key matches.
-    let us = |secs: f64| (secs * 1e6).round() as i64;
     Record::State(StateRow {
         instance: instance.clone(),
         entity_id: entity_id.to_string(),
         value: numeric_value(&s.state),
         state: s.state,
         attributes: Value::Object(attributes).to_string(),
-        last_changed_us: us(s.last_changed),
-        last_updated_us: us(s.last_updated),
+        last_changed_us,
+        last_updated_us,
         time_fired_us: None,
         context_id: None,
         context_user_id: None,

@@ -9,9 +9,11 @@
 //! domains that are not valid HA slugs, and globs with a literal character no entity id contains
 //! (an uppercase letter, `-`, an unclosed `[`). HA lowercases listed entity ids; so do we.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
+use serde::de::Deserializer as _;
 use serde_json::{Map, Value};
 
 /// A configuration error in `[filter]` or `[attributes]`.
@@ -500,6 +502,28 @@ impl AttributePolicy<'_> {
         }
     }
 
+    /// The JSON object `object` with only the kept attributes, in their original order and with
+    /// their values' text untouched (HA's attribute order is part of what HA-compatible points
+    /// look like). Borrowed when every attribute is kept.
+    pub fn retain_json<'j>(&self, object: &'j str) -> Result<Cow<'j, str>, serde_json::Error> {
+        if self.keeps_all() {
+            return Ok(Cow::Borrowed(object));
+        }
+        let pairs = serde_json::Deserializer::from_str(object).deserialize_map(Pairs)?;
+        let mut out = String::with_capacity(object.len());
+        out.push('{');
+        for (k, v) in pairs.iter().filter(|(k, _)| self.keeps(k)) {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k)?);
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+        Ok(Cow::Owned(out))
+    }
+
     /// The kept attributes, borrowed, in map order.
     pub fn filter<'m>(
         &self,
@@ -510,9 +534,55 @@ impl AttributePolicy<'_> {
     }
 }
 
+/// A JSON object's entries in their order, values unparsed.
+struct Pairs;
+
+impl<'de> serde::de::Visitor<'de> for Pairs {
+    type Value = Vec<(Cow<'de, str>, &'de serde_json::value::RawValue)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some((k, v)) = map.next_entry::<BorrowedKey<'de>, _>()? {
+            out.push((k.0, v));
+        }
+        Ok(out)
+    }
+}
+
+/// A key, borrowed unless it holds escapes.
+struct BorrowedKey<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct K<'a>(#[serde(borrow)] Cow<'a, str>);
+        K::deserialize(d).map(|k| BorrowedKey(k.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retained_json_keeps_order_and_value_text() {
+        let rules = rules("exclude = [\"drop\"]").unwrap();
+        let policy = rules.for_entity("sensor.x");
+        let json =
+            r#"{"z":1.50,"friendly_name":"K\"x","a":[1,{"b":null}],"drop":true,"k\u00e9":2}"#;
+        assert_eq!(
+            policy.retain_json(json).unwrap(),
+            r#"{"z":1.50,"friendly_name":"K\"x","a":[1,{"b":null}],"ké":2}"#
+        );
+        assert!(policy.retain_json("not json").is_err());
+        let all = AttributeRules::default();
+        assert!(matches!(
+            all.for_entity("sensor.x").retain_json(json),
+            Ok(Cow::Borrowed(_))
+        ));
+    }
 
     /// `"domains | entities | globs"`, each space-separated.
     fn spec(s: &str) -> FilterSet {

@@ -11,11 +11,11 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ha_client::ws::{HistoryQuery, WsClient};
+use ha_client::ws::WsClient;
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
 
-use crate::backfill::history_record;
+use crate::backfill::read_history;
 use crate::config::Config;
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::run::RunError;
@@ -84,10 +84,10 @@ pub fn parse_since(text: &str, now_us: i64) -> Result<i64, String> {
 const DAY_US: i64 = 86_400_000_000;
 /// Each slice starts this much before the previous one ended: HA's history window leaves out rows
 /// exactly at its start, and the overlap costs only idempotent re-writes.
-const OVERLAP_US: i64 = 1_000_000;
+pub(crate) const OVERLAP_US: i64 = 1_000_000;
 
 /// Day slices `[start, end)` covering `[since, until)`.
-fn slices(since: i64, until: i64) -> Vec<(i64, i64)> {
+pub(crate) fn slices(since: i64, until: i64) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut start = since;
     while start < until {
@@ -251,30 +251,29 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
             );
         }
         for (i, (start, end)) in todo.iter().copied().enumerate() {
-            let mut states = 0u64;
-            for chunk in entities.chunks(options.chunk.max(1)) {
-                let query =
-                    HistoryQuery::new(iso(start - OVERLAP_US), chunk.to_vec()).end_time(iso(end));
-                let history = ws.history_during_period(&query).await.map_err(|e| {
-                    RunError::Other(format!("instance '{name}': history {}: {e}", iso(start)))
-                })?;
-                for (entity_id, list) in history {
-                    for s in list {
-                        if tx
-                            .send(history_record(&name, &rules, &entity_id, s))
-                            .await
-                            .is_err()
-                        {
-                            return Err(RunError::Other("the writer stopped".into()));
-                        }
-                        states += 1;
-                        sent += 1;
+            let rows = read_history(
+                &ws,
+                &name,
+                &rules,
+                &entities,
+                options.chunk,
+                start - OVERLAP_US,
+                Some(end),
+                || {
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
                     }
-                }
-                if let Some(bar) = &bar {
-                    bar.inc(1);
+                },
+            )
+            .await
+            .map_err(|e| RunError::Other(format!("instance '{name}': {e}")))?;
+            let states = rows.len() as u64;
+            for record in rows {
+                if tx.send(record).await.is_err() {
+                    return Err(RunError::Other("the writer stopped".into()));
                 }
             }
+            sent += states;
             summary.states_read += states;
             summary.slices_read += 1;
             // The slice counts as done only once its rows are committed: a barrier through the writer.

@@ -128,6 +128,15 @@ impl Record {
         }
     }
 
+    /// The order HA saw it in: its time (a state's `last_updated`, an event's `time_fired`), then
+    /// the entity id or event type for records of the same microsecond.
+    pub fn time_order(&self) -> (i64, &str) {
+        match self {
+            Record::State(s) => (s.last_updated_us, &s.entity_id),
+            Record::Event(e) => (e.time_fired_us, &e.event_type),
+        }
+    }
+
     /// When HA fired it, if known.
     pub fn time_fired_us(&self) -> Option<i64> {
         match self {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use ha_client::auth::{OAuth2TokenSource, OAuthTokens, StaticToken, TokenSource};
 use ha_client::ws::{ConnectionEvent, Event, WsClient};
 use ha_client::{Error as ClientError, TlsOptions};
-use serde_json::{Map, Value};
+
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{InstanceConfig, Subscribe};
@@ -371,13 +371,10 @@ pub fn convert(
     let policy = attributes.for_entity(e.data.entity_id);
     let attrs_text = match s.attributes {
         None => "{}".to_string(),
-        Some(raw_attrs) if policy.keeps_all() => raw_attrs.get().to_string(),
-        Some(raw_attrs) => {
-            let mut map: Map<String, Value> =
-                serde_json::from_str(raw_attrs.get()).map_err(|e| e.to_string())?;
-            map.retain(|k, _| policy.keeps(k));
-            Value::Object(map).to_string()
-        }
+        Some(raw_attrs) => policy
+            .retain_json(raw_attrs.get())
+            .map_err(|e| e.to_string())?
+            .into_owned(),
     };
     let time = |t: &str, what: &str| parse_time_us(t).ok_or_else(|| format!("bad {what} '{t}'"));
     let context = s.context.unwrap_or_default();

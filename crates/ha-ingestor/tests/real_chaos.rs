@@ -181,13 +181,9 @@ async fn recorded(ha: &RealHa, since_us: i64) -> BTreeSet<Row> {
     history
         .into_iter()
         .flat_map(|(entity, states)| {
-            states.into_iter().map(move |s| {
-                (
-                    entity.clone(),
-                    (s.last_updated * 1e6).round() as i64,
-                    s.state,
-                )
-            })
+            states
+                .into_iter()
+                .map(move |s| (entity.clone(), s.last_updated_us(), s.state))
         })
         .filter(|r| r.1 >= since_us)
         .collect()

@@ -93,13 +93,9 @@ async fn recorded(sim: &Sim, entities: &[&str]) -> BTreeSet<(String, i64, String
     history
         .into_iter()
         .flat_map(|(entity, states)| {
-            states.into_iter().map(move |s| {
-                (
-                    entity.clone(),
-                    (s.last_updated * 1e6).round() as i64,
-                    s.state,
-                )
-            })
+            states
+                .into_iter()
+                .map(move |s| (entity.clone(), s.last_updated_us(), s.state))
         })
         .collect()
 }

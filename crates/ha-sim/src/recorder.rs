@@ -176,11 +176,17 @@ pub fn write_compressed(out: &mut String, result: &[(String, Vec<Row>)], no_attr
                         out.push_str(",\"a\":");
                         out.push_str(&state.attrs.json);
                     }
+                    // A time clamped to the query's start is that datetime's `timestamp()`, exact;
+                    // a recorded one is the float HA recorded.
+                    let shown = |us: i64, recorded: i64| match us == recorded {
+                        true => epoch_f64(us),
+                        false => us as f64 / 1e6,
+                    };
                     out.push_str(",\"lu\":");
-                    push_f64(out, epoch_f64(*lu));
+                    push_f64(out, shown(*lu, state.last_updated));
                     if lc != lu {
                         out.push_str(",\"lc\":");
-                        push_f64(out, epoch_f64(*lc));
+                        push_f64(out, shown(*lc, state.last_changed));
                     }
                     out.push('}');
                 }

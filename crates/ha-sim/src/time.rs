@@ -12,9 +12,31 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// Float epoch seconds, as Python's `datetime.timestamp()` computes them.
+/// Float epoch seconds as HA has them: the unrounded `time.time()` its ISO string of `us` was made
+/// from. Such a float lies anywhere within half a microsecond of `us`, and a client that rounds
+/// `seconds * 1e6` gets about one in six wrong by a microsecond; the nearest float to `us` would
+/// hide that. Of the floats Python's `datetime.fromtimestamp` turns into `us`, one is picked by a
+/// hash of `us`, so a state shows the same float in every answer.
 pub fn epoch_f64(us: i64) -> f64 {
-    us as f64 / 1e6
+    let nearest = us as f64 / 1e6;
+    let bits = nearest.to_bits();
+    let valid = |f: &f64| python_us(*f) == us;
+    let count = (bits.saturating_sub(4)..=bits.saturating_add(4))
+        .map(f64::from_bits)
+        .filter(valid)
+        .count();
+    let pick = ((us as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % count.max(1);
+    (bits.saturating_sub(4)..=bits.saturating_add(4))
+        .map(f64::from_bits)
+        .filter(valid)
+        .nth(pick)
+        .unwrap_or(nearest)
+}
+
+/// CPython's `datetime.fromtimestamp` rounding: whole seconds, then the fraction's microseconds
+/// half to even. The simulator's own model of HA's side (the client has its own, tested against it).
+fn python_us(seconds: f64) -> i64 {
+    seconds.trunc() as i64 * 1_000_000 + (seconds.fract() * 1e6).round_ties_even() as i64
 }
 
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -199,5 +221,29 @@ mod tests {
         assert_eq!(parse_iso("yesterday"), None);
         assert_eq!(parse_iso("2026-11-22T11:05:59.428451 00:00"), None);
         assert_eq!(epoch_f64(us), 1795345559.428451);
+    }
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::{epoch_f64, python_us};
+
+    #[test]
+    fn floats_carry_sub_microsecond_digits_as_has_do() {
+        let base = 1_795_000_000_000_000i64;
+        let (mut naive_misses, n) = (0, 20_000);
+        for i in 0..n {
+            let us = base + i * 7_919;
+            let f = epoch_f64(us);
+            assert_eq!(python_us(f), us, "{f} does not show as {us}");
+            if (f * 1e6).round() as i64 != us {
+                naive_misses += 1;
+            }
+        }
+        // HA's floats: about one in six is off by a microsecond when rounded naively.
+        assert!(
+            naive_misses > n / 20,
+            "only {naive_misses} of {n} floats catch naive rounding"
+        );
     }
 }

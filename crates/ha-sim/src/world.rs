@@ -489,9 +489,11 @@ mod tests {
         );
         let mut c = String::new();
         st.write_compressed(&mut c);
+        // `lc` is a float with HA's sub-microsecond digits that shows as the ISO time's microsecond.
+        let lc = epoch_f64(1_795_345_559_428_451);
         assert_eq!(
             c,
-            r#"{"s":"42","a":{"unit_of_measurement":"W"},"c":"01ABC","lc":1795345559.428451}"#
+            format!(r#"{{"s":"42","a":{{"unit_of_measurement":"W"}},"c":"01ABC","lc":{lc}}}"#)
         );
         let ctx2 = Arc::new(Context {
             id: "01DEF".into(),
@@ -508,9 +510,11 @@ mod tests {
         );
         let mut d = String::new();
         write_state_diff(&mut d, &st, &st2);
+        // HA's `_state_diff` inserts `s`, then `lc`/`lu`, then `c` (parent, user, then id).
+        let lc = epoch_f64(1_795_345_560_000_000);
         assert_eq!(
             d,
-            r#"{"+":{"c":{"id":"01DEF","user_id":"u1"},"lc":1795345560.0,"s":"43"}}"#
+            format!(r#"{{"+":{{"s":"43","lc":{lc},"c":{{"user_id":"u1","id":"01DEF"}}}}}}"#)
         );
     }
 

@@ -27,6 +27,18 @@ pub struct EntityState {
     pub last_updated: f64,
 }
 
+impl EntityState {
+    /// `last_changed` in microseconds, as in HA's ISO strings ([`crate::time::micros_from_seconds`]).
+    pub fn last_changed_us(&self) -> i64 {
+        crate::time::micros_from_seconds(self.last_changed)
+    }
+
+    /// `last_updated` in microseconds, as in HA's ISO strings ([`crate::time::micros_from_seconds`]).
+    pub fn last_updated_us(&self) -> i64 {
+        crate::time::micros_from_seconds(self.last_updated)
+    }
+}
+
 /// What one `subscribe_entities` message changed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EntitiesUpdate {
@@ -127,7 +139,7 @@ pub(crate) fn apply(
         }
         if let Some(minus) = diff.minus {
             for k in minus.a {
-                state.attributes.remove(&k);
+                state.attributes.shift_remove(&k);
             }
         }
         update.changed.push(state.clone());

@@ -253,6 +253,20 @@ pub struct HistoryState {
     pub last_updated: f64,
 }
 
+impl HistoryState {
+    /// `last_changed` in microseconds, as in the live event's ISO string
+    /// ([`crate::time::micros_from_seconds`]).
+    pub fn last_changed_us(&self) -> i64 {
+        crate::time::micros_from_seconds(self.last_changed)
+    }
+
+    /// `last_updated` in microseconds, as in the live event's ISO string
+    /// ([`crate::time::micros_from_seconds`]).
+    pub fn last_updated_us(&self) -> i64 {
+        crate::time::micros_from_seconds(self.last_updated)
+    }
+}
+
 #[derive(Deserialize)]
 struct CompressedHistoryState {
     s: String,

@@ -241,48 +241,12 @@ impl SinkRunner {
                 continue;
             }
             // Rare path (per-sink attribute rules): rewrite the kept attributes, in HA's order.
-            if let Some(kept) = retain_attributes(&row.attributes, |k| policy.keeps(k)) {
-                row.attributes = kept;
+            if let Ok(kept) = policy.retain_json(&row.attributes) {
+                row.attributes = kept.into_owned();
             }
         }
         rows
     }
-}
-
-/// The JSON object `object` with only the keys `keep` accepts, in their original order (serde_json's
-/// map is sorted, and HA's attribute order is part of what HA-compatible points look like).
-fn retain_attributes(object: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
-    use serde::de::{Deserializer, MapAccess, Visitor};
-    use serde_json::value::RawValue;
-    struct Pairs;
-    impl<'de> Visitor<'de> for Pairs {
-        type Value = Vec<(String, &'de RawValue)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(entry) = map.next_entry()? {
-                out.push(entry);
-            }
-            Ok(out)
-        }
-    }
-    let pairs = serde_json::Deserializer::from_str(object)
-        .deserialize_map(Pairs)
-        .ok()?;
-    let mut out = String::with_capacity(object.len());
-    out.push('{');
-    for (k, v) in pairs.iter().filter(|(k, _)| keep(k)) {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(k).ok()?);
-        out.push(':');
-        out.push_str(v.get());
-    }
-    out.push('}');
-    Some(out)
 }
 
 enum Step {
@@ -296,18 +260,5 @@ async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> boo
     tokio::select! {
         _ = tokio::time::sleep(delay) => *stop.borrow(),
         _ = stop.changed() => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::retain_attributes;
-
-    #[test]
-    fn attribute_rules_keep_order_and_values() {
-        let json = r#"{"z":1,"friendly_name":"K\"x","a":[1,{"b":null}],"drop":true}"#;
-        let kept = retain_attributes(json, |k| k != "drop").unwrap();
-        assert_eq!(kept, r#"{"z":1,"friendly_name":"K\"x","a":[1,{"b":null}]}"#);
-        assert_eq!(retain_attributes("not json", |_| true), None);
     }
 }

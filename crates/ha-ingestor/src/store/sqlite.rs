@@ -255,6 +255,12 @@ impl SqliteStore {
                             outcome.inserted_flags.push(false);
                             continue;
                         }
+                        if row.time_fired_us.is_none()
+                            && stored_within_a_microsecond(&tx, entity, row, attributes)?
+                        {
+                            outcome.count(record.instance(), false);
+                            continue;
+                        }
                         if last.is_none_or(|l| l.last_updated_us < this.last_updated_us) {
                             self.last.insert(entity, this);
                         }
@@ -392,6 +398,40 @@ fn last_row(
         cache.insert(entity, l);
     }
     Ok(found)
+}
+
+/// Whether a row from history (no `time_fired`) is a change already stored with a `last_updated`
+/// one microsecond off: same entity, state and attributes. HA's float seconds round to the live
+/// event's microsecond ([`ha_client::time::micros_from_seconds`]); this is the second defence, for
+/// a float rounded otherwise (rows stored by an older release, a future HA). Only history rows pay
+/// for the lookup; live rows carry HA's own ISO time.
+fn stored_within_a_microsecond(
+    tx: &rusqlite::Transaction<'_>,
+    entity: i64,
+    row: &StateRow,
+    attributes: i64,
+) -> Result<bool, StoreError> {
+    let mut near = tx.prepare_cached(
+        "SELECT s.attributes, a.json FROM states s LEFT JOIN attributes a ON a.id = s.attributes \
+         WHERE s.entity = ?1 AND s.last_updated_us IN (?2 - 1, ?2 + 1) AND s.state = ?3",
+    )?;
+    let mut rows = near.query(params![entity, row.last_updated_us, row.state])?;
+    while let Some(r) = rows.next()? {
+        if r.get::<_, Option<i64>>(0)? == Some(attributes) {
+            return Ok(true);
+        }
+        // The same attributes written differently (key order, number format): compare as JSON.
+        let stored: Option<String> = r.get(1)?;
+        let parse = |json: &str| serde_json::from_str::<serde_json::Value>(json).ok();
+        if stored
+            .as_deref()
+            .and_then(parse)
+            .is_some_and(|a| Some(a) == parse(&row.attributes))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn attribute_id(
@@ -539,6 +579,45 @@ mod tests {
         fresh.set_skip_unchanged(false);
         let o = fresh
             .write_batch(&[changed_at("sensor.a", "1", 40, 60, r#"{"u":"kW"}"#)])
+            .unwrap();
+        assert_eq!(o.inserted, 1);
+    }
+
+    /// `changed_at` without `time_fired`, as rows from HA's history come.
+    fn from_history(entity: &str, state: &str, us: i64, attrs: &str) -> Record {
+        let Record::State(mut r) = changed_at(entity, state, us, us, attrs) else {
+            unreachable!()
+        };
+        r.time_fired_us = None;
+        r.context_id = None;
+        Record::State(r)
+    }
+
+    #[test]
+    fn a_history_row_one_microsecond_off_a_stored_change_is_that_change() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        let (a, a_reordered) = (r#"{"u":"W","f":1.5}"#, r#"{"f":1.5,"u":"W"}"#);
+        store
+            .write_batch(&[
+                changed_at("sensor.a", "1", 100, 100, a),
+                changed_at("sensor.a", "2", 200, 200, a),
+            ])
+            .unwrap();
+        let o = store
+            .write_batch(&[
+                from_history("sensor.a", "1", 101, a), // the live row at 100
+                from_history("sensor.a", "2", 199, a_reordered), // the live row at 200, keys reordered
+                from_history("sensor.a", "1", 202, a),           // 2 µs off: another change
+                from_history("sensor.a", "3", 201, a),           // another state
+                from_history("sensor.a", "2", 198, r#"{"u":"kW"}"#), // other attributes
+                from_history("sensor.b", "1", 101, a),           // another entity
+            ])
+            .unwrap();
+        assert_eq!((o.inserted, o.duplicates), (4, 2));
+        assert_eq!(o.inserted_flags, vec![false, false, true, true, true, true]);
+        // Live rows are keyed by HA's own ISO time only: one 1 µs off is stored.
+        let o = store
+            .write_batch(&[changed_at("sensor.b", "1", 102, 102, a)])
             .unwrap();
         assert_eq!(o.inserted, 1);
     }

@@ -125,13 +125,14 @@ async fn subscribe_and_unsubscribe_events() {
     assert_eq!(
         keys,
         [
-            "attributes",
-            "context",
             "entity_id",
+            "state",
+            "attributes",
             "last_changed",
             "last_updated",
-            "state"
-        ]
+            "context"
+        ],
+        "HA's order (State.as_dict)"
     );
     assert_eq!(ns["state"], "42");
     assert_eq!(ns["context"]["id"].as_str().unwrap().len(), 26);
