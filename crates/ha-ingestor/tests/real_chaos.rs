@@ -5,12 +5,12 @@
 //! 0 duplicated. It restarts the shared HA and InfluxDB, so CI runs it alone.
 #![cfg(all(feature = "real-ha", feature = "real-sinks"))]
 
+mod process;
 mod sinks;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +18,8 @@ use std::time::Duration;
 use ha_client::auth::StaticToken;
 use ha_client::ws::{HistoryQuery, WsClient};
 use ha_testenv::{CutProxy, RealHa};
-use sinks::{env, influxql, reqwest_client, unique};
+use process::{Ingestor, free_port, log_tail, spawn_ingestor, wait_ready};
+use sinks::{env, influx_rows, influxql, reqwest_client, unique};
 
 const ENTITIES: [&str; 5] = [
     "sensor.chaos_0",
@@ -30,43 +31,6 @@ const ENTITIES: [&str; 5] = [
 
 type Row = (String, i64, String);
 
-struct Ingestor {
-    child: Child,
-    log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_ingestor(config: &Path, log: &Path) -> Ingestor {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ha-ingestor"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_remove("HASS_SERVER")
-        .env_remove("HASS_TOKEN")
-        .env_remove("HASS_TOKEN_FILE")
-        .env_remove("HA_INGESTOR_DB")
-        .env("RUST_LOG", "info,ha_ingestor::backfill=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .expect("spawn ha-ingestor");
-    Ingestor {
-        child,
-        log: log.to_path_buf(),
-    }
-}
-
 fn script(name: &str, args: &[&str]) {
     let path = format!("{}/../../scripts/{name}", env!("CARGO_MANIFEST_DIR"));
     let status = Command::new("bash").arg(path).args(args).status().unwrap();
@@ -77,41 +41,6 @@ async fn blocking_script(name: &'static str, args: &'static [&'static str]) {
     tokio::task::spawn_blocking(move || script(name, args))
         .await
         .unwrap();
-}
-
-/// Waits for the ingestor's /health to say it is connected.
-async fn wait_ready(metrics: u16, ingestor: &mut Ingestor) {
-    let http = reqwest_client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{metrics}/health"))
-            .send()
-            .await
-            && let Ok(v) = r.json::<serde_json::Value>().await
-            && v["instances"]["real"]["connected"] == true
-        {
-            return;
-        }
-        if let Ok(Some(status)) = ingestor.child.try_wait() {
-            panic!("the ingestor exited: {status}\n{}", log_tail(&ingestor.log));
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ingestor did not connect within 60 s\n{}",
-            log_tail(&ingestor.log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.read_to_string(&mut text);
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(300)..].join("\n")
 }
 
 fn sqlite_rows(db: &Path) -> Vec<Row> {
@@ -128,41 +57,6 @@ fn sqlite_rows(db: &Path) -> Vec<Row> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-async fn influx_rows(base: &str, db: &str, since_us: i64) -> Vec<Row> {
-    let q = format!(
-        "SELECT \"state\" FROM \"states\" WHERE time >= {} GROUP BY \"entity_id\"",
-        since_us * 1000
-    );
-    let v: serde_json::Value = reqwest_client()
-        .post(format!("{base}/query"))
-        .form(&[("db", db), ("q", q.as_str()), ("epoch", "u")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for series in v["results"][0]["series"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let entity = series["tags"]["entity_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        for value in series["values"].as_array().cloned().unwrap_or_default() {
-            out.push((
-                entity.clone(),
-                value[0].as_i64().unwrap(),
-                value[1].as_str().unwrap_or_default().to_string(),
-            ));
-        }
-    }
-    out
 }
 
 async fn recorded(ha: &RealHa, since_us: i64) -> BTreeSet<Row> {
@@ -260,7 +154,7 @@ time_column = "last_updated"
     .unwrap();
     let log = dir.path().join("ingestor.log");
     let mut ingestor = spawn_ingestor(&config, &log);
-    wait_ready(metrics, &mut ingestor).await;
+    wait_ready(metrics, &mut ingestor, "real").await;
 
     // The load: one state change every 20 ms, round robin over the entities, through HA's REST API.
     let running = Arc::new(AtomicBool::new(true));
@@ -308,14 +202,14 @@ time_column = "last_updated"
         eprintln!("chaos: kill -9 #{n}");
         tokio::time::sleep(Duration::from_secs(2)).await; // changes pile up while it is dead
         let mut fresh = spawn_ingestor(&config, &log);
-        wait_ready(metrics, &mut fresh).await;
+        wait_ready(metrics, &mut fresh, "real").await;
         *ingestor = fresh;
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     kill_and_restart(&mut ingestor, 1).await;
     eprintln!("chaos: HA restart #1");
     blocking_script("real-ha.sh", &["restart"]).await;
-    wait_ready(metrics, &mut ingestor).await;
+    wait_ready(metrics, &mut ingestor, "real").await;
     kill_and_restart(&mut ingestor, 2).await;
     eprintln!("chaos: InfluxDB down for 5 s");
     blocking_script("services.sh", &["stop", "influxdb"]).await;
@@ -326,10 +220,10 @@ time_column = "last_updated"
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.set_down(false);
-    wait_ready(metrics, &mut ingestor).await;
+    wait_ready(metrics, &mut ingestor, "real").await;
     eprintln!("chaos: HA restart #2");
     blocking_script("real-ha.sh", &["restart"]).await;
-    wait_ready(metrics, &mut ingestor).await;
+    wait_ready(metrics, &mut ingestor, "real").await;
     kill_and_restart(&mut ingestor, 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     running.store(false, Ordering::SeqCst);

@@ -97,6 +97,65 @@ impl RealHa {
     }
 }
 
+/// A real HA a test runs against, with what most tests need: the harness's (2024.3.3, see
+/// [`RealHa`]) or the current release's (2026.2.3, `scripts/real-ha-current/up.sh`).
+#[derive(Clone, Debug)]
+pub struct HaTarget {
+    /// Base URL.
+    pub url: String,
+    /// HA's version.
+    pub version: String,
+    /// A long-lived token of the owner (admin).
+    pub admin_token: String,
+    /// A long-lived token of a non-admin user.
+    pub user_token: String,
+}
+
+impl HaTarget {
+    /// The harness's HA ([`RealHa::from_env`]).
+    pub fn harness() -> HaTarget {
+        let ha = RealHa::from_env();
+        HaTarget {
+            url: ha.url,
+            version: ha.ha_version,
+            admin_token: ha
+                .admin
+                .long_lived_token
+                .expect("the harness made an admin token"),
+            user_token: ha
+                .user
+                .long_lived_token
+                .expect("the harness made a user token"),
+        }
+    }
+
+    /// The current release's HA: the credentials file `scripts/real-ha-current/up.sh` printed, in
+    /// `HA_CURRENT_ENV`. Panics with the fix when it is missing: the test must fail, not skip.
+    pub fn current() -> HaTarget {
+        #[derive(Deserialize)]
+        struct Creds {
+            url: String,
+            ha_version: String,
+            long_lived_token: String,
+            non_admin_token: String,
+        }
+        let path = std::env::var_os("HA_CURRENT_ENV").map(PathBuf::from).unwrap_or_else(|| {
+            panic!("HA_CURRENT_ENV is not set: start the current HA with `bash scripts/real-ha-current/up.sh` and export HA_CURRENT_ENV=<the path it prints>")
+        });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the current HA is not running ({}: {e})", path.display()));
+        let c: Creds = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{} is not a credentials file of up.sh: {e}", path.display())
+        });
+        HaTarget {
+            url: c.url,
+            version: c.ha_version,
+            admin_token: c.long_lived_token,
+            user_token: c.non_admin_token,
+        }
+    }
+}
+
 /// A loopback TCP proxy that records the first request line of each connection.
 ///
 /// Make the client open one connection per request (`pool_max_idle_per_host(0)`) and every

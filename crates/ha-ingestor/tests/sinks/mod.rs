@@ -206,3 +206,40 @@ pub async fn influx_count(base: &str, db: &str, measurement: &str, field: &str) 
         .as_i64()
         .unwrap_or(0)
 }
+
+/// (entity_id, time in µs, state) of every point of the clean schema's `states` measurement from
+/// `since_us` on, one per point (repeats stay visible).
+pub async fn influx_rows(base: &str, db: &str, since_us: i64) -> Vec<(String, i64, String)> {
+    let q = format!(
+        "SELECT \"state\" FROM \"states\" WHERE time >= {} GROUP BY \"entity_id\"",
+        since_us * 1000
+    );
+    let v: serde_json::Value = reqwest_client()
+        .post(format!("{base}/query"))
+        .form(&[("db", db), ("q", q.as_str()), ("epoch", "u")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for series in v["results"][0]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let entity = series["tags"]["entity_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for value in series["values"].as_array().cloned().unwrap_or_default() {
+            out.push((
+                entity.clone(),
+                value[0].as_i64().unwrap(),
+                value[1].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    out
+}
