@@ -18,8 +18,8 @@ use std::time::Duration;
 use ha_client::auth::StaticToken;
 use ha_client::ws::{HistoryQuery, WsClient};
 use ha_testenv::{CutProxy, RealHa};
-use process::{Ingestor, free_port, log_tail, spawn_ingestor, wait_ready};
-use sinks::{env, influx_rows, influxql, reqwest_client, unique};
+use process::{Ingestor, log_tail, spawn_ingestor, wait_ready};
+use sinks::{env, influx_rows, reqwest_client};
 
 const ENTITIES: [&str; 5] = [
     "sensor.chaos_0",
@@ -113,46 +113,23 @@ fn compare(want: &BTreeSet<Row>, got: &[Row]) -> (usize, usize, usize) {
 async fn chaos_loses_nothing_and_duplicates_nothing() {
     let ha = RealHa::from_env();
     let influx = env("HA_INGESTOR_INFLUX_URL");
-    let influx_db = unique("chaos");
-    let created = influxql(&influx, "", &format!("CREATE DATABASE \"{influx_db}\"")).await;
-    assert!(created["results"][0]["error"].is_null(), "{created}");
     let proxy = CutProxy::start(ha.addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chaos.db");
-    let token = dir.path().join("token");
-    std::fs::write(&token, ha.user.long_lived_token.clone().unwrap()).unwrap();
-    let metrics = free_port();
-    let config = dir.path().join("chaos.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-db = "{db}"
-metrics_addr = "127.0.0.1:{metrics}"
-[[instance]]
-name = "real"
-url = "{url}"
-token_file = "{token}"
-[filter.include]
-entity_globs = ["sensor.chaos_*"]
-[store]
-flush_interval_ms = 100
-[[sink]]
-name = "influx"
-batch_size = 500
-[sink.influxdb]
-url = "{influx}"
-database = "{influx_db}"
-schema = "clean"
-time_column = "last_updated"
-"#,
-            db = db.display(),
-            url = proxy.url,
-            token = token.display(),
-        ),
+    let process::Setup {
+        config,
+        db,
+        log,
+        metrics,
+        influx_db,
+    } = process::setup(
+        dir.path(),
+        "chaos",
+        &proxy.url,
+        &ha.user.long_lived_token.clone().unwrap(),
+        "sensor.chaos_*",
+        &influx,
     )
-    .unwrap();
-    let log = dir.path().join("ingestor.log");
+    .await;
     let mut ingestor = spawn_ingestor(&config, &log);
     wait_ready(metrics, &mut ingestor, "real").await;
 

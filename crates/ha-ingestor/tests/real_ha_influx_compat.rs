@@ -189,32 +189,19 @@ async fn ha_compatible_points_equal_the_ones_ha_writes_itself() {
     let created = influxql(&influx, "", &format!("CREATE DATABASE \"{ours}\"")).await;
     assert!(created["results"][0]["error"].is_null(), "{created}");
     let dir = tempfile::tempdir().unwrap();
-    let mut file = ha_ingestor::config::parse(&format!(
-        r#"
-[filter.include]
-entity_globs = ["*.native_*"]
+    let config = ingestor_config(
+        &ha,
+        &dir.path().join("compat.db"),
+        &format!(
+            r#"
 [[sink]]
 name = "influx"
 [sink.influxdb]
 url = "{influx}"
 database = "{ours}"
 "#
-    ))
-    .unwrap();
-    file.instances = vec![ha_ingestor::config::InstanceConfig::with_token(
-        "real",
-        &ha.url,
-        Secret::new(ha.user.long_lived_token.clone().unwrap()),
-    )];
-    let config = Config::resolve(
-        file,
-        Overrides {
-            db: Some(dir.path().join("compat.db")),
-            metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
+        ),
+    );
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .build_recorder()
         .handle();
@@ -347,26 +334,7 @@ database = "{ours}"
     let created = influxql(&influx, "", &format!("CREATE DATABASE \"{backfilled}\"")).await;
     assert!(created["results"][0]["error"].is_null(), "{created}");
     let import_db = dir.path().join("import.db");
-    let mut file = ha_ingestor::config::parse(
-        r#"
-[filter.include]
-entity_globs = ["*.native_*"]
-"#,
-    )
-    .unwrap();
-    file.instances = vec![ha_ingestor::config::InstanceConfig::with_token(
-        "real",
-        &ha.url,
-        Secret::new(ha.user.long_lived_token.clone().unwrap()),
-    )];
-    let config = Config::resolve(
-        file,
-        Overrides {
-            db: Some(import_db.clone()),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
+    let config = ingestor_config(&ha, &import_db, "");
     let summary = ha_ingestor::import::import(
         config,
         ha_ingestor::import::ImportOptions {
@@ -412,6 +380,28 @@ database = "{backfilled}"
         only(&want, &got),
         only(&got, &want)
     );
+}
+
+/// The ingestor's config for the corpus's entities of `ha`, storing into `db`, with `sinks`.
+fn ingestor_config(ha: &RealHa, db: &std::path::Path, sinks: &str) -> Config {
+    let mut file = ha_ingestor::config::parse(&format!(
+        "[filter.include]\nentity_globs = [\"*.native_*\"]\n{sinks}"
+    ))
+    .unwrap();
+    file.instances = vec![ha_ingestor::config::InstanceConfig::with_token(
+        "real",
+        &ha.url,
+        Secret::new(ha.user.long_lived_token.clone().unwrap()),
+    )];
+    Config::resolve(
+        file,
+        Overrides {
+            db: Some(db.to_path_buf()),
+            metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Attributes HA's recorder never stores (`ALL_DOMAIN_EXCLUDE_ATTRS`), so history cannot return

@@ -18,8 +18,8 @@ use std::time::Duration;
 use ha_client::auth::StaticToken;
 use ha_client::ws::{HistoryQuery, WsClient};
 use ha_testenv::HaTarget;
-use process::{free_port, log_tail, spawn_ingestor, wait_ready};
-use sinks::{env, influx_rows, influxql, reqwest_client, unique};
+use process::{log_tail, spawn_ingestor, wait_ready};
+use sinks::{env, influx_rows, reqwest_client};
 
 /// (entity_id, last_updated in µs, state).
 type Row = (String, i64, String);
@@ -150,44 +150,22 @@ async fn until<F: AsyncFnMut() -> bool>(what: &str, log: &Path, mut check: F) {
 
 async fn restart_overlap(ha: HaTarget) {
     let influx = env("HA_INGESTOR_INFLUX_URL");
-    let influx_db = unique("fidelity");
-    let created = influxql(&influx, "", &format!("CREATE DATABASE \"{influx_db}\"")).await;
-    assert!(created["results"][0]["error"].is_null(), "{created}");
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("fidelity.db");
-    let token = dir.path().join("token");
-    std::fs::write(&token, &ha.user_token).unwrap();
-    let metrics = free_port();
-    let config = dir.path().join("fidelity.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-db = "{db}"
-metrics_addr = "127.0.0.1:{metrics}"
-[[instance]]
-name = "real"
-url = "{url}"
-token_file = "{token}"
-[filter.include]
-entity_globs = ["sensor.fidelity_*"]
-[store]
-flush_interval_ms = 100
-[[sink]]
-name = "influx"
-[sink.influxdb]
-url = "{influx}"
-database = "{influx_db}"
-schema = "clean"
-time_column = "last_updated"
-"#,
-            db = db.display(),
-            url = ha.url,
-            token = token.display(),
-        ),
+    let process::Setup {
+        config,
+        db,
+        log,
+        metrics,
+        influx_db,
+    } = process::setup(
+        dir.path(),
+        "fidelity",
+        &ha.url,
+        &ha.user_token,
+        "sensor.fidelity_*",
+        &influx,
     )
-    .unwrap();
-    let log = dir.path().join("ingestor.log");
+    .await;
     let since_us = jiff::Timestamp::now().as_microsecond();
 
     // 60 changes stored live.

@@ -1,7 +1,6 @@
 //! Gap backfill against the simulator: what HA recorded while the ingestor was away ends up in
 //! SQLite, exactly once.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,21 +64,25 @@ async fn stop(service: Service) {
     service.handle.await.unwrap().expect("clean shutdown");
 }
 
-/// (entity_id, last_updated_us, state) rows of `entities` in the database.
-fn stored(db: &Path, entities: &[&str]) -> BTreeSet<(String, i64, String)> {
+/// (entity_id, last_updated_us, state) rows of `entities` in the database, one per stored row
+/// (a change stored twice shows twice), sorted.
+fn stored(db: &Path, entities: &[&str]) -> Vec<(String, i64, String)> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
         .prepare("SELECT e.entity_id, s.last_updated_us, s.state FROM states s JOIN entities e ON e.id = s.entity")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    let mut rows: Vec<_> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .map(Result::unwrap)
         .filter(|(e, _, _): &(String, i64, String)| entities.contains(&e.as_str()))
-        .collect()
+        .collect();
+    rows.sort();
+    rows
 }
 
-/// The same rows according to the simulator's recorder.
-async fn recorded(sim: &Sim, entities: &[&str]) -> BTreeSet<(String, i64, String)> {
+/// The same rows according to the simulator's recorder, sorted.
+async fn recorded(sim: &Sim, entities: &[&str]) -> Vec<(String, i64, String)> {
     let ws = WsClient::builder(sim.url())
         .token_source(StaticToken::new(sim.config().admin_token.clone()))
         .connect()
@@ -90,14 +93,16 @@ async fn recorded(sim: &Sim, entities: &[&str]) -> BTreeSet<(String, i64, String
         entities.iter().map(|e| e.to_string()).collect(),
     );
     let history = ws.history_during_period(&query).await.unwrap();
-    history
+    let mut rows: Vec<_> = history
         .into_iter()
         .flat_map(|(entity, states)| {
             states
                 .into_iter()
                 .map(move |s| (entity.clone(), s.last_updated_us(), s.state))
         })
-        .collect()
+        .collect();
+    rows.sort();
+    rows
 }
 
 async fn wait_equal(sim: &Sim, db: &Path, entities: &[&str]) -> usize {
@@ -109,8 +114,8 @@ async fn wait_equal(sim: &Sim, db: &Path, entities: &[&str]) -> usize {
             return got.len();
         }
         if tokio::time::Instant::now() > deadline {
-            let missing: Vec<_> = want.difference(&got).take(5).collect();
-            let extra: Vec<_> = got.difference(&want).take(5).collect();
+            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
             panic!(
                 "database != recorder: {} stored, {} recorded; missing {missing:?}; extra {extra:?}",
                 got.len(),

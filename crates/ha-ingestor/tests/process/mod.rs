@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::sinks::reqwest_client;
+use super::sinks::{influxql, reqwest_client, unique};
 
 /// A running `ha-ingestor run`, its stderr in `log`.
 pub struct Ingestor {
@@ -84,4 +84,74 @@ pub fn log_tail(path: &Path) -> String {
     }
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(300)..].join("\n")
+}
+
+/// The files of an ingestor set up for a test: instance `real` storing the entities a glob
+/// matches, and a clean-schema InfluxDB sink with points at `last_updated`.
+pub struct Setup {
+    /// The config file, for [`spawn_ingestor`].
+    pub config: PathBuf,
+    /// The SQLite database.
+    pub db: PathBuf,
+    /// The log file.
+    pub log: PathBuf,
+    /// The /metrics and /health port.
+    pub metrics: u16,
+    /// The InfluxDB database the sink writes to (created here).
+    pub influx_db: String,
+}
+
+/// Writes a config (and a token file) into `dir` for HA at `url` and the InfluxDB at `influx`,
+/// and creates the sink's database, named after `name`.
+pub async fn setup(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    token: &str,
+    glob: &str,
+    influx: &str,
+) -> Setup {
+    let influx_db = unique(name);
+    let created = influxql(influx, "", &format!("CREATE DATABASE \"{influx_db}\"")).await;
+    assert!(created["results"][0]["error"].is_null(), "{created}");
+    let db = dir.join(format!("{name}.db"));
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let metrics = free_port();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+db = "{db}"
+metrics_addr = "127.0.0.1:{metrics}"
+[[instance]]
+name = "real"
+url = "{url}"
+token_file = "{token}"
+[filter.include]
+entity_globs = ["{glob}"]
+[store]
+flush_interval_ms = 100
+[[sink]]
+name = "influx"
+batch_size = 500
+[sink.influxdb]
+url = "{influx}"
+database = "{influx_db}"
+schema = "clean"
+time_column = "last_updated"
+"#,
+            db = db.display(),
+            token = token_file.display(),
+        ),
+    )
+    .unwrap();
+    Setup {
+        config,
+        db,
+        log: dir.join("ingestor.log"),
+        metrics,
+        influx_db,
+    }
 }
