@@ -219,7 +219,7 @@ pub struct Config {
     pub backfill: bool,
     /// Gap backfill settings; not in the file (the defaults suit HA's recorder), but a program that
     /// embeds the service, or a test, may change them.
-    pub backfill_settings: crate::backfill::BackfillConfig,
+    pub backfill_settings: crate::history::gap_fill::BackfillConfig,
     /// Remote sinks.
     pub sinks: Vec<crate::sink::SinkConfig>,
 }
@@ -333,7 +333,7 @@ impl Config {
             attributes: file.attributes,
             store: file.store,
             backfill: file.backfill.unwrap_or(true),
-            backfill_settings: crate::backfill::BackfillConfig::default(),
+            backfill_settings: crate::history::gap_fill::BackfillConfig::default(),
             sinks: file.sinks,
         })
     }

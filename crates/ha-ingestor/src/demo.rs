@@ -62,7 +62,7 @@ pub async fn demo(options: DemoOptions, metrics: PrometheusHandle) -> Result<Str
         Ok(addr) => addr,
         Err(_) => return Err(service_error(service).await),
     };
-    let conn = Connection::open(&options.db)
+    let conn = crate::store::open(&options.db, crate::store::Access::ReadOnly)
         .map_err(|e| RunError::Other(format!("demo database: {e}")))?;
     let count = |conn: &Connection| -> i64 {
         conn.query_row("SELECT count(*) FROM states", [], |r| r.get(0))

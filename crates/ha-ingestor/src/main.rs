@@ -269,6 +269,16 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The setup tools (`login`, `token`, `sign-path`, `check`): one-shot, quiet logging.
+    fn is_setup_tool(&self) -> bool {
+        !matches!(
+            self,
+            Command::Demo { .. } | Command::Run { .. } | Command::Backfill { .. }
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -291,6 +301,14 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
+    if cli.command.is_setup_tool() {
+        // One-shot tools report their errors themselves; the client's reconnect warnings would
+        // only be noise (RUST_LOG shows them).
+        init_logging(cli.log_format.unwrap_or_default(), "error");
+    }
+    let config = cli.config.clone();
+    let opts = |conn: ToolConnectionArgs| conn.options(config.clone(), None);
+    let tool_error = |e: tools::ToolError| (e.code, e.message);
     match cli.command {
         Command::Demo {
             db,
@@ -355,42 +373,25 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 .map_err(|e| (2, format!("configuration: {e}")))?;
             init_logging(config.log_format, "warn");
             let now = jiff::Timestamp::now().as_microsecond();
-            let since_us = ha_ingestor::import::parse_since(&since, now)
+            let since_us = ha_ingestor::history::import::parse_since(&since, now)
                 .map_err(|e| (2, format!("--since: {e}")))?;
             let until_us = until
-                .map(|u| ha_ingestor::import::parse_since(&u, now))
+                .map(|u| ha_ingestor::history::import::parse_since(&u, now))
                 .transpose()
                 .map_err(|e| (2, format!("--until: {e}")))?;
-            let options = ha_ingestor::import::ImportOptions {
+            let options = ha_ingestor::history::import::ImportOptions {
                 since_us,
                 until_us,
                 chunk,
                 fresh,
                 progress_bar: None,
             };
-            let summary = ha_ingestor::import::import(config, options)
+            let summary = ha_ingestor::history::import::import(config, options)
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))?;
             println!("{summary}");
             Ok(())
         }
-        tool => {
-            // One-shot tools report their errors themselves; the client's reconnect warnings
-            // would only be noise (RUST_LOG shows them).
-            init_logging(cli.log_format.unwrap_or_default(), "error");
-            run_tool(tool, cli.config)
-                .await
-                .map_err(|e| (e.code, e.message))
-        }
-    }
-}
-
-async fn run_tool(command: Command, config: Option<PathBuf>) -> Result<(), tools::ToolError> {
-    let opts = |conn: ToolConnectionArgs| {
-        conn.options(config.clone(), None)
-            .map_err(|(code, message)| tools::ToolError { code, message })
-    };
-    match command {
         Command::Login {
             conn,
             username,
@@ -410,38 +411,40 @@ async fn run_tool(command: Command, config: Option<PathBuf>) -> Result<(), tools
                 oauth_state_file,
                 client_id: Some(client_id),
             };
-            tools::login::login(&opts(conn)?, &login).await
+            tools::login::login(&opts(conn)?, &login)
+                .await
+                .map_err(tool_error)
         }
         Command::Token(TokenCommand::Create { conn, out }) => {
-            tools::token::create(&opts(conn)?, &out.into()).await
+            tools::token::create(&opts(conn)?, &out.into())
+                .await
+                .map_err(tool_error)
         }
-        Command::Token(TokenCommand::List { conn, json }) => {
-            tools::token::list(&opts(conn)?, json).await
-        }
+        Command::Token(TokenCommand::List { conn, json }) => tools::token::list(&opts(conn)?, json)
+            .await
+            .map_err(tool_error),
         Command::Token(TokenCommand::Revoke {
             conn,
             name_or_id,
             oauth_state_file,
-        }) => {
-            tools::token::revoke(
-                &opts(conn)?,
-                name_or_id.as_deref(),
-                oauth_state_file.as_ref(),
-            )
-            .await
-        }
+        }) => tools::token::revoke(
+            &opts(conn)?,
+            name_or_id.as_deref(),
+            oauth_state_file.as_ref(),
+        )
+        .await
+        .map_err(tool_error),
         Command::SignPath {
             conn,
             path,
             expires,
-        } => tools::sign_path::sign_path(&opts(conn)?, &path, expires).await,
+        } => tools::sign_path::sign_path(&opts(conn)?, &path, expires)
+            .await
+            .map_err(tool_error),
         Command::Check { conn, json, db } => {
-            let conn = conn
-                .options(config.clone(), db)
-                .map_err(|(code, message)| tools::ToolError { code, message })?;
-            tools::check::check(&conn, json).await
+            let conn = conn.options(config.clone(), db)?;
+            tools::check::check(&conn, json).await.map_err(tool_error)
         }
-        Command::Demo { .. } | Command::Run { .. } | Command::Backfill { .. } => Ok(()),
     }
 }
 

@@ -110,6 +110,40 @@ pub struct EventRow {
     pub origin: Option<String>,
 }
 
+/// The kinds of records the journal carries, each in a table of its own with its own id sequence.
+/// Sinks say which kinds they take and keep a cursor per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    /// State changes (`states`).
+    State,
+    /// Other events (`events`, with `subscribe = "all"`).
+    Event,
+}
+
+impl RecordKind {
+    /// The name used in the database (`sink_cursors.kind`, `dead_letters.kind`) and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::State => "state",
+            RecordKind::Event => "event",
+        }
+    }
+
+    /// The table holding records of this kind.
+    pub fn table(self) -> &'static str {
+        match self {
+            RecordKind::State => "states",
+            RecordKind::Event => "events",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the store writes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -120,6 +154,14 @@ pub enum Record {
 }
 
 impl Record {
+    /// Its kind.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::State(_) => RecordKind::State,
+            Record::Event(_) => RecordKind::Event,
+        }
+    }
+
     /// The instance the record came from.
     pub fn instance(&self) -> &std::sync::Arc<str> {
         match self {

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ha_client::auth::{OAuth2TokenSource, OAuthTokens, StaticToken, TokenSource};
+use ha_client::Error as ClientError;
 use ha_client::ws::{ConnectionEvent, Event, WsClient};
-use ha_client::{Error as ClientError, TlsOptions};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{InstanceConfig, Subscribe};
+use crate::credentials::{tls_options, token_source};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::health::Health;
 use crate::record::{EventRow, Record, StateChangedEvent, StateRow, numeric_value, parse_time_us};
@@ -35,83 +35,6 @@ pub enum SourceError {
     },
 }
 
-/// Builds the token source an instance is configured with.
-pub fn token_source(inst: &InstanceConfig) -> Result<Arc<dyn TokenSource>, SourceError> {
-    let config_err = |message: String| SourceError::Config {
-        instance: inst.name.clone(),
-        message,
-    };
-    if let Some(token) = &inst.token {
-        return Ok(Arc::new(StaticToken::from(token.clone())));
-    }
-    if let Some(path) = &inst.oauth_state_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| config_err(format!("oauth_state_file {}: {e}", path.display())))?;
-        let tokens = OAuthTokens::from_json(&text).map_err(|e| {
-            config_err(format!(
-                "oauth_state_file {} is not an OAuth token file: {e}",
-                path.display()
-            ))
-        })?;
-        let path = path.clone();
-        let source = OAuth2TokenSource::builder(tokens)
-            .tls(tls_options(inst).map_err(|e| config_err(e.to_string()))?)
-            .on_update(move |t| {
-                if let Err(e) = write_private(&path, t.to_json().as_bytes()) {
-                    tracing::error!(path = %path.display(), %e, "cannot save the refreshed OAuth tokens");
-                }
-            })
-            .build()
-            .map_err(|e| config_err(e.to_string()))?;
-        return Ok(Arc::new(source));
-    }
-    if let Some(path) = &inst.token_file {
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| config_err(format!("token_file {}: {e}", path.display())))?;
-        if token.trim().is_empty() {
-            return Err(config_err(format!(
-                "token_file {} is empty",
-                path.display()
-            )));
-        }
-        return Ok(Arc::new(StaticToken::new(token)));
-    }
-    let var = inst.token_env.as_deref().unwrap_or("HASS_TOKEN");
-    match std::env::var(var) {
-        Ok(token) if !token.trim().is_empty() => Ok(Arc::new(StaticToken::new(token))),
-        _ => Err(config_err(format!(
-            "no token: set {var} (or HASS_TOKEN_FILE / token_file, or oauth_state_file); \
-             a long-lived token comes from your HA profile page"
-        ))),
-    }
-}
-
-/// Writes a file readable by its owner only, atomically (temp file + rename).
-pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut f = options.open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// The instance's TLS options.
-pub fn tls_options(inst: &InstanceConfig) -> Result<TlsOptions, ClientError> {
-    let mut tls =
-        TlsOptions::default().danger_accept_invalid_certs(inst.danger_accept_invalid_certs);
-    if let Some(ca) = &inst.ca_file {
-        tls = tls.add_ca_file(ca)?;
-    }
-    Ok(tls)
-}
-
 /// What the source needs besides its instance.
 pub struct SourceContext {
     /// Entity filter.
@@ -125,7 +48,7 @@ pub struct SourceContext {
     /// The database, for the newest stored row of the instance (gap backfill).
     pub db: std::path::PathBuf,
     /// Gap backfill settings; `None` turns it off.
-    pub backfill: Option<crate::backfill::BackfillConfig>,
+    pub backfill: Option<crate::history::gap_fill::BackfillConfig>,
 }
 
 /// Runs one instance until `stop` turns true. Reconnects are handled by the client; only final
@@ -176,10 +99,10 @@ pub async fn run_source(
     };
     // The gap at start runs from the newest row stored before subscribing: read after, it could
     // be a live row of this run, and a long downtime would go unfilled. It is put on record
-    // before any live row can be stored, for the same reason (see `backfill::open_gap`).
+    // before any live row can be stored, for the same reason (see `store::gaps::open_gap`).
     let mut stored_before = None;
     if ctx.backfill.is_some() {
-        stored_before = crate::backfill::newest_stored(&ctx.db, &name)
+        stored_before = crate::store::gaps::newest_stored(&ctx.db, &name)
             .await
             .unwrap_or_else(|e| {
                 tracing::warn!(instance = %name, %e, "cannot read the newest stored row; the gap at start is measured when it is filled");
@@ -200,12 +123,12 @@ pub async fn run_source(
         other => auth_err(other),
     })?;
     // Subscribed first, so nothing new is missed; then the gap since the last stored row is read.
-    let (gap_tx, gap_rx) = mpsc::channel::<crate::backfill::Gap>(16);
+    let (gap_tx, gap_rx) = mpsc::channel::<crate::history::gap_fill::Gap>(16);
     // A set, so that it is aborted on every way out, early returns included: the worker holds a
     // sender of the writer's queue, and the writer ends only when every sender is gone.
     let mut backfill_task = tokio::task::JoinSet::new();
     if let Some(config) = ctx.backfill.clone() {
-        let backfiller = crate::backfill::Backfiller {
+        let backfiller = crate::history::gap_fill::Backfiller {
             ws: ws.clone(),
             instance: name.clone(),
             db: ctx.db.clone(),
@@ -215,7 +138,7 @@ pub async fn run_source(
             config,
         };
         backfill_task.spawn(backfiller.run(gap_rx));
-        let _ = gap_tx.try_send(crate::backfill::Gap {
+        let _ = gap_tx.try_send(crate::history::gap_fill::Gap {
             since_us: stored_before,
         });
     }
@@ -311,19 +234,19 @@ pub async fn run_source(
 async fn gap_found(
     ctx: &SourceContext,
     name: &str,
-    gaps: &mpsc::Sender<crate::backfill::Gap>,
+    gaps: &mpsc::Sender<crate::history::gap_fill::Gap>,
     since_us: Option<i64>,
 ) {
     if let (Some(since), Some(_)) = (since_us, &ctx.backfill) {
         record_gap(ctx, name, since).await;
     }
-    let _ = gaps.try_send(crate::backfill::Gap { since_us });
+    let _ = gaps.try_send(crate::history::gap_fill::Gap { since_us });
 }
 
-/// Puts a gap on record (see `backfill::open_gap`). A failure is logged: the fill still runs now,
+/// Puts a gap on record (see `store::gaps::open_gap`). A failure is logged: the fill still runs now,
 /// only a restart before it ends would not know of the gap.
 async fn record_gap(ctx: &SourceContext, name: &str, since_us: i64) {
-    if let Err(e) = crate::backfill::open_gap(&ctx.db, name, since_us).await {
+    if let Err(e) = crate::store::gaps::open_gap(&ctx.db, name, since_us).await {
         tracing::error!(instance = %name, %e, "cannot record the gap; if the ingestor stops before it is filled, run `ha-ingestor backfill --since` for that time");
     }
 }

@@ -323,14 +323,14 @@ async fn history_import_fills_the_store_once_and_resumes() {
     };
     let now = jiff::Timestamp::now().as_microsecond();
     // Two days back: three day slices, the history sits in the last one.
-    let options = ha_ingestor::import::ImportOptions {
+    let options = ha_ingestor::history::import::ImportOptions {
         since_us: now - 2 * 86_400_000_000,
         until_us: Some(now),
         chunk: 2,
         fresh: false,
         progress_bar: Some(false),
     };
-    let first = ha_ingestor::import::import(config(), options.clone())
+    let first = ha_ingestor::history::import::import(config(), options.clone())
         .await
         .unwrap();
     assert!(first.states_read >= 100, "{first}");
@@ -339,14 +339,14 @@ async fn history_import_fills_the_store_once_and_resumes() {
     assert_eq!(n, 100);
 
     // The same window again: every slice is done, nothing is read.
-    let second = ha_ingestor::import::import(config(), options.clone())
+    let second = ha_ingestor::history::import::import(config(), options.clone())
         .await
         .unwrap();
     assert_eq!((second.slices_read, second.states_read), (0, 0), "{second}");
     // --fresh reads again, and the unique key keeps the store free of duplicates.
-    let third = ha_ingestor::import::import(
+    let third = ha_ingestor::history::import::import(
         config(),
-        ha_ingestor::import::ImportOptions {
+        ha_ingestor::history::import::ImportOptions {
             fresh: true,
             ..options
         },

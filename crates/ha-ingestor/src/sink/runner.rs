@@ -14,6 +14,7 @@ use super::journal::{Journal, JournalRow};
 use super::{Sink, SinkError, SinkStart};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::health::Health;
+use crate::record::RecordKind;
 
 /// Everything one sink's loop needs.
 pub struct SinkRunner {
@@ -90,9 +91,9 @@ impl SinkRunner {
         let mut cursor = match with_journal(&journal, move |j| {
             let start = match start {
                 SinkStart::All => 0,
-                SinkStart::New => j.head()?,
+                SinkStart::New => j.head(RecordKind::State)?,
             };
-            j.cursor(&key, start)
+            j.cursor(&key, RecordKind::State, start)
         })
         .await
         {
@@ -156,7 +157,7 @@ impl SinkRunner {
                         tracing::warn!(sink = %name, error = %e, kind, failures, retry_in = ?delay, "sink write failed; the cursor is held and nothing is lost");
                     }
                     // While the sink is down its backlog is what an operator watches.
-                    let behind = with_journal(&journal, |j| j.head())
+                    let behind = with_journal(&journal, |j| j.head(RecordKind::State))
                         .await
                         .ok()
                         .map(|head| (head - cursor).max(0) as u64);
@@ -192,7 +193,7 @@ impl SinkRunner {
     ) -> Result<Step, SinkError> {
         let limit = self.batch_size;
         let (rows, head) = with_journal(journal, move |j| {
-            Ok((j.read_after(cursor, limit)?, j.head()?))
+            Ok((j.read_after(cursor, limit)?, j.head(RecordKind::State)?))
         })
         .await
         .map_err(|e| SinkError::Failed(format!("reading the journal: {e}")))?;
@@ -218,10 +219,17 @@ impl SinkRunner {
                 "the server rejected a row for good; it is kept in the dead_letters table");
         }
         let name = self.name.clone();
-        let dead = report.rejected.clone();
-        with_journal(journal, move |j| j.advance(&name, last_id, &dead))
-            .await
-            .map_err(|e| SinkError::Failed(format!("saving the cursor: {e}")))?;
+        let dead: Vec<(i64, String)> = report
+            .rejected
+            .iter()
+            .map(|r| (r.id, r.reason.clone()))
+            .collect();
+        with_journal(journal, move |j| {
+            let dead: Vec<(i64, &str)> = dead.iter().map(|(id, r)| (*id, r.as_str())).collect();
+            j.advance(&name, RecordKind::State, last_id, &dead)
+        })
+        .await
+        .map_err(|e| SinkError::Failed(format!("saving the cursor: {e}")))?;
         let label = self.name.clone();
         metrics::counter!("ha_ingestor_sink_rows_written_total", "sink" => label.clone())
             .increment(report.written as u64);

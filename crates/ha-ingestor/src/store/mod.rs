@@ -1,7 +1,23 @@
-//! Storage. The SQLite store is the default sink and the durable journal other sinks read from.
+//! The SQLite file: the default sink, and the durable journal the remote sinks read from.
+//!
+//! One owner for the file: [`open`] is the only way in (one set of pragmas, one busy timeout, the
+//! schema migrated by the first writer), [`schema`] holds all DDL as versioned migrations, and the
+//! SQL of each table lives here, by what it serves:
+//!
+//! - [`sqlite`]: writing records (idempotent batches) and evicting the oldest under a size bound;
+//! - [`writer`]: the task that batches and commits them;
+//! - [`journal`]: what sinks read, their cursors and dead letters;
+//! - [`gaps`]: the gap backfill's records;
+//! - [`progress`]: the history import's finished slices.
 
+pub mod gaps;
+pub mod journal;
+mod open;
+pub mod progress;
+pub mod schema;
 mod sqlite;
 mod writer;
 
-pub use sqlite::{SCHEMA, SqliteStore, StoreError, WriteOutcome};
+pub use open::{Access, BUSY_TIMEOUT, check_writable, open};
+pub use sqlite::{SqliteStore, StoreError, WriteOutcome};
 pub use writer::{CommitHook, WriterConfig, spawn_writer};

@@ -1,4 +1,4 @@
-//! The embedded SQLite store: schema, idempotent batched writes.
+//! The write side of the store: idempotent batched writes, and eviction under a size bound.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,65 +7,6 @@ use std::sync::Arc;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::record::{EventRow, Record, StateRow};
-
-/// The schema, also printed in the README. Times are integer microseconds since the Unix epoch (exact,
-/// so the unique key makes writes idempotent); the `states_view` view shows them as ISO text and
-/// epoch seconds for people and Grafana.
-pub const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS entities (
-    id        INTEGER PRIMARY KEY,
-    instance  TEXT NOT NULL,              -- the HA instance's configured name
-    entity_id TEXT NOT NULL,              -- domain.object_id
-    domain    TEXT NOT NULL,
-    UNIQUE (instance, entity_id)
-);
-CREATE TABLE IF NOT EXISTS attributes (
-    id    INTEGER PRIMARY KEY,
-    hash  INTEGER NOT NULL,               -- xxh3 of json; deduplicated like HA's recorder does
-    json  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attributes_hash ON attributes (hash);
-CREATE TABLE IF NOT EXISTS states (
-    id                INTEGER PRIMARY KEY, -- also the journal sequence other sinks follow
-    entity            INTEGER NOT NULL REFERENCES entities (id),
-    state             TEXT NOT NULL,
-    value             REAL,                -- the state as a number, or 1/0 for on/off-like states
-    attributes        INTEGER REFERENCES attributes (id),
-    last_changed_us   INTEGER NOT NULL,
-    last_updated_us   INTEGER NOT NULL,
-    time_fired_us     INTEGER,             -- NULL for rows imported from history
-    context_id        TEXT,
-    context_user_id   TEXT,
-    context_parent_id TEXT,
-    UNIQUE (entity, last_updated_us)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id            INTEGER PRIMARY KEY,
-    instance      TEXT NOT NULL,
-    event_type    TEXT NOT NULL,
-    data          TEXT NOT NULL,           -- JSON
-    time_fired_us INTEGER NOT NULL,
-    context_id    TEXT,
-    origin        TEXT,
-    UNIQUE (instance, event_type, time_fired_us, context_id)
-);
-CREATE TABLE IF NOT EXISTS gaps (
-    id       INTEGER PRIMARY KEY,
-    instance TEXT NOT NULL,
-    since_us INTEGER NOT NULL              -- a gap not yet read back from HA's history began here
-);
-CREATE TABLE IF NOT EXISTS sink_cursors (
-    sink    TEXT PRIMARY KEY,              -- each remote sink's last acknowledged states.id
-    last_id INTEGER NOT NULL
-);
-CREATE VIEW IF NOT EXISTS states_view AS
-SELECT s.id, e.instance, e.entity_id, e.domain, s.state, s.value, a.json AS attributes,
-       strftime('%Y-%m-%dT%H:%M:%fZ', s.last_changed_us / 1e6, 'unixepoch') AS last_changed,
-       strftime('%Y-%m-%dT%H:%M:%fZ', s.last_updated_us / 1e6, 'unixepoch') AS last_updated,
-       s.last_updated_us / 1e6 AS ts,
-       s.context_id, s.context_user_id
-FROM states s JOIN entities e ON e.id = s.entity LEFT JOIN attributes a ON a.id = s.attributes;
-"#;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +17,17 @@ pub enum StoreError {
     /// The writer task failed.
     #[error("the SQLite writer task failed: {0}")]
     Task(String),
+    /// The file was written by a newer release, whose schema this one does not know.
+    #[error(
+        "the database has schema version {found}, newer than this ha-ingestor knows ({known}): \
+         it was written by a newer release; run that release, or point --db at another file"
+    )]
+    NewerSchema {
+        /// The file's `user_version`.
+        found: i64,
+        /// This build's.
+        known: i64,
+    },
     /// The file could not be opened.
     #[error("cannot open the database {path}: {source}")]
     Open {
@@ -163,34 +115,22 @@ const ATTRIBUTE_CACHE: usize = 100_000;
 impl SqliteStore {
     /// Opens (or creates) the database, in WAL mode with the schema in place.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::init(conn)
+        Ok(Self::with(super::open(path, super::Access::Write)?))
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Ok(Self::with(super::open::in_memory()?))
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
-        // WAL: readers never block the writer. synchronous=NORMAL: a committed transaction survives a
-        // killed process (the WAL is in the OS's cache); only a power loss can take the last ones.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", 1)?;
-        Ok(SqliteStore {
+    fn with(conn: Connection) -> Self {
+        SqliteStore {
             conn,
             entity_ids: HashMap::new(),
             attribute_ids: HashMap::new(),
             last: HashMap::new(),
             skip_unchanged: true,
-        })
+        }
     }
 
     /// Whether to skip rows that repeat the entity's last stored row in state, attributes and
@@ -324,20 +264,37 @@ impl SqliteStore {
         Ok(u64::try_from(used).unwrap_or(0))
     }
 
-    /// Deletes up to `rows` of the oldest state rows, and attribute sets no row uses any more.
-    /// Returns how many state rows went.
+    /// Deletes up to `rows` of the oldest records of every kind (states by `last_updated`, events
+    /// by `time_fired`: a file filled by events must not lose its states first), and attribute sets
+    /// no row uses any more. Returns how many records went.
     pub fn evict_oldest(&mut self, rows: u64) -> Result<u64, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "DELETE FROM states WHERE id IN (SELECT id FROM states ORDER BY id LIMIT ?1)",
-            [i64::try_from(rows).unwrap_or(i64::MAX)],
+        let limit = i64::try_from(rows).unwrap_or(i64::MAX);
+        // The oldest rows by id of each table (ids follow time closely), then the oldest of those.
+        let (states_up_to, events_up_to): (Option<i64>, Option<i64>) = tx.query_row(
+            "SELECT max(CASE WHEN kind = 0 THEN id END), max(CASE WHEN kind = 1 THEN id END) FROM (
+                 SELECT kind, id FROM (
+                     SELECT 0 AS kind, id, t FROM (SELECT id, last_updated_us AS t FROM states ORDER BY id LIMIT ?1)
+                     UNION ALL
+                     SELECT 1, id, t FROM (SELECT id, time_fired_us AS t FROM events ORDER BY id LIMIT ?1)
+                 ) ORDER BY t LIMIT ?1
+             )",
+            [limit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        tx.execute(
-            "DELETE FROM attributes WHERE id NOT IN (SELECT DISTINCT attributes FROM states WHERE attributes IS NOT NULL)",
-            [],
-        )?;
+        let mut n = 0;
+        if let Some(id) = states_up_to {
+            n += tx.execute("DELETE FROM states WHERE id <= ?1", [id])?;
+            tx.execute(
+                "DELETE FROM attributes WHERE id NOT IN (SELECT DISTINCT attributes FROM states WHERE attributes IS NOT NULL)",
+                [],
+            )?;
+        }
+        if let Some(id) = events_up_to {
+            n += tx.execute("DELETE FROM events WHERE id <= ?1", [id])?;
+        }
         tx.commit()?;
         self.attribute_ids.clear();
         self.last.clear();
@@ -620,6 +577,49 @@ mod tests {
             .write_batch(&[changed_at("sensor.b", "1", 102, 102, a)])
             .unwrap();
         assert_eq!(o.inserted, 1);
+    }
+
+    fn event(us: i64) -> Record {
+        Record::Event(EventRow {
+            instance: Arc::from("home"),
+            event_type: "call_service".into(),
+            data: "{}".into(),
+            time_fired_us: us,
+            context_id: Some(format!("c{us}")),
+            origin: None,
+        })
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_records_of_every_kind() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        // Events first (old), then states (new): the events go first.
+        let events: Vec<Record> = (0..50).map(event).collect();
+        let states: Vec<Record> = (100..150).map(|i| row("sensor.a", "1", i, "{}")).collect();
+        store.write_batch(&events).unwrap();
+        store.write_batch(&states).unwrap();
+        assert_eq!(store.evict_oldest(60).unwrap(), 60);
+        let count = |table: &str| -> i64 {
+            store
+                .connection()
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!((count("events"), count("states")), (0, 40));
+        // Interleaved in time: each kind loses its own oldest.
+        let mut store = SqliteStore::in_memory().unwrap();
+        let mixed: Vec<Record> = (0..40)
+            .map(|i| match i % 2 {
+                0 => row("sensor.a", "1", i, "{}"),
+                _ => event(i),
+            })
+            .collect();
+        store.write_batch(&mixed).unwrap();
+        assert_eq!(store.evict_oldest(10).unwrap(), 10);
+        let oldest =
+            |sql: &str| -> i64 { store.connection().query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(oldest("SELECT min(last_updated_us) FROM states"), 10);
+        assert_eq!(oldest("SELECT min(time_fired_us) FROM events"), 11);
     }
 
     #[test]

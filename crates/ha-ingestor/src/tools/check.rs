@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{ConnectionOptions, ToolError, url_of};
 use crate::config::{InstanceConfig, Subscribe};
-use crate::source::{tls_options, token_source};
+use crate::credentials::{tls_options, token_source};
 
 const NET_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -587,12 +587,7 @@ async fn check_http(
 
 fn check_db(db: &Path, report: &mut Report) -> Result<(), Failed> {
     if db.exists() {
-        let result =
-            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-                .and_then(|c| {
-                    c.busy_timeout(Duration::from_secs(5))?;
-                    c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-                });
+        let result = crate::store::check_writable(db);
         return match result {
             Ok(()) => {
                 let size = std::fs::metadata(db).map(|m| m.len()).unwrap_or(0);

@@ -10,7 +10,7 @@ use ha_client::auth::{Credentials, OAuthClient, StaticToken};
 use ha_client::{Error as ClientError, HaUrl, Secret};
 
 use super::{ConnectionOptions, TokenOutput, ToolError, ensure_writable_target, url_of};
-use crate::source::tls_options;
+use crate::credentials::tls_options;
 
 /// The default OAuth client_id: HA accepts any http(s) URL and, since the redirect URI is on the
 /// same origin, fetches nothing.

@@ -20,7 +20,8 @@ use ha_client::auth::TokenSource;
 use ha_client::ws::WsClient;
 
 use crate::config::{Config, InstanceConfig, Overrides};
-use crate::source::{SourceError, tls_options, token_source};
+use crate::credentials::{tls_options, token_source};
+use crate::source::SourceError;
 
 /// A tool's failure: the exit code and one message in plain words.
 #[derive(Debug)]
@@ -240,7 +241,7 @@ pub fn write_secret_file(path: &Path, data: &[u8], force: bool) -> Result<(), To
     let fail =
         |e: std::io::Error| ToolError::other(format!("cannot write {}: {e}", path.display()));
     if force {
-        return crate::source::write_private(path, data).map_err(fail);
+        return crate::credentials::write_private(path, data).map_err(fail);
     }
     use std::io::Write;
     #[cfg(unix)]

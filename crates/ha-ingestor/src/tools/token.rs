@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ConnectionOptions, TokenOutput, ToolError, connect, ensure_writable_target};
-use crate::source::tls_options;
+use crate::credentials::tls_options;
 
 /// One entry of `auth/refresh_tokens`: metadata only; HA never sends the secret.
 #[derive(Clone, Debug, Deserialize, Serialize)]

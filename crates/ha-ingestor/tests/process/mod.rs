@@ -38,7 +38,7 @@ pub fn spawn_ingestor(config: &Path, log: &Path) -> Ingestor {
         .env_remove("HASS_TOKEN")
         .env_remove("HASS_TOKEN_FILE")
         .env_remove("HA_INGESTOR_DB")
-        .env("RUST_LOG", "info,ha_ingestor::backfill=debug")
+        .env("RUST_LOG", "info,ha_ingestor::history=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(out)

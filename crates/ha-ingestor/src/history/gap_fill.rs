@@ -1,4 +1,4 @@
-//! Gap backfill: after every (re)connect, fetch from HA's recorder what was missed.
+//! The gap fill: after every (re)connect and at start, read from HA's recorder what was missed.
 //!
 //! The subscription is made first, so nothing new is missed; then the gap, from the newest stored
 //! `last_updated` of the instance or the oldest open gap (minus a margin) to now, is read with
@@ -10,16 +10,17 @@
 //! read, and an ingestor killed then would, at its next start, see no gap at all.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ha_client::ws::{HistoryQuery, HistoryState, WsClient};
-use serde_json::Value;
+use ha_client::ws::WsClient;
 use tokio::sync::mpsc;
 
+use super::{OVERLAP_US, iso, read_history, slices};
 use crate::filter::{AttributeRules, EntityFilter};
-use crate::record::{Record, StateRow, numeric_value};
+use crate::record::Record;
+use crate::store::gaps::{close_gaps, newest_stored, open_gaps, stored_entities};
 
 /// Backfill settings.
 #[derive(Clone, Debug)]
@@ -89,12 +90,6 @@ fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
-}
-
-fn iso(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us)
-        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 
@@ -235,17 +230,13 @@ impl Backfiller {
 
     async fn read_window(&self, entities: &[String], start_us: i64) -> Result<u64, String> {
         let mut sent = 0;
-        let slices = crate::import::slices(start_us, now_us());
+        let slices = slices(start_us, now_us());
         let last = slices.len().saturating_sub(1);
         for (i, (start, end)) in slices.into_iter().enumerate() {
             // The last slice stays open-ended: rows committed while it is read still come back.
             // Later ones start a little early: HA's window leaves out rows exactly at its start.
             let end = (i < last).then_some(end);
-            let start = if i == 0 {
-                start
-            } else {
-                start - crate::import::OVERLAP_US
-            };
+            let start = if i == 0 { start } else { start - OVERLAP_US };
             let rows = read_history(
                 &self.ws,
                 &self.instance,
@@ -266,158 +257,4 @@ impl Backfiller {
         }
         Ok(sent)
     }
-}
-
-/// Reads `[start_us, end_us)` of `entities`' history (open-ended without `end_us`), `chunk`
-/// entities per request, calling `on_request` after each, and returns the rows in time order
-/// across entities: HA's own outputs see changes in that order, and an InfluxDB measurement that
-/// two entities write with different field types keeps the type of the first point written.
-#[allow(clippy::too_many_arguments)] // one read, its parts named at the call sites
-pub async fn read_history(
-    ws: &WsClient,
-    instance: &Arc<str>,
-    rules: &AttributeRules,
-    entities: &[String],
-    chunk: usize,
-    start_us: i64,
-    end_us: Option<i64>,
-    mut on_request: impl FnMut(),
-) -> Result<Vec<Record>, String> {
-    let mut rows = Vec::new();
-    for chunk in entities.chunks(chunk.max(1)) {
-        let mut query = HistoryQuery::new(iso(start_us), chunk.to_vec());
-        if let Some(end) = end_us {
-            query = query.end_time(iso(end));
-        }
-        let history = ws
-            .history_during_period(&query)
-            .await
-            .map_err(|e| format!("history from {}: {e}", query.start_time))?;
-        tracing::debug!(%instance, from = %query.start_time, entities = chunk.len(), states = history.values().map(Vec::len).sum::<usize>(), "history read");
-        // Rows, not HA's maps, are kept until the sort: a day of history is held at once.
-        for (entity_id, states) in history {
-            rows.extend(
-                states
-                    .into_iter()
-                    .map(|s| history_record(instance, rules, &entity_id, s)),
-            );
-        }
-        on_request();
-    }
-    rows.sort_by(|a, b| a.time_order().cmp(&b.time_order()));
-    Ok(rows)
-}
-
-/// Runs `f` on a connection of its own, off the async threads: read-only unless `write`. Writes
-/// wait for the writer's lock (SQLite serializes writers).
-async fn on_db<T: Send + 'static>(
-    db: &Path,
-    write: bool,
-    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, String> {
-    use rusqlite::OpenFlags;
-    let db = db.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let (flags, what) = match write {
-            true => (OpenFlags::SQLITE_OPEN_READ_WRITE, "write"),
-            false => (OpenFlags::SQLITE_OPEN_READ_ONLY, "read"),
-        };
-        rusqlite::Connection::open_with_flags(&db, flags)
-            .and_then(|c| c.busy_timeout(Duration::from_secs(10)).map(|()| c))
-            .and_then(|c| f(&c))
-            .map_err(|e| format!("cannot {what} {}: {e}", db.display()))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
-/// Records, durably, that a gap of `instance` began at `since_us`. Called before any row from after
-/// the gap can be stored: once such rows exist, the newest stored row no longer shows the gap, and
-/// only this record makes a later start (after `kill -9`, say) read it back. The fill that covers
-/// it removes it ([`close_gaps`]).
-pub async fn open_gap(db: &Path, instance: &str, since_us: i64) -> Result<(), String> {
-    let instance = instance.to_string();
-    on_db(db, true, move |conn| {
-        conn.execute(
-            "INSERT INTO gaps (instance, since_us) VALUES (?1, ?2)",
-            rusqlite::params![instance, since_us],
-        )
-        .map(drop)
-    })
-    .await
-}
-
-/// The open gaps of an instance: the oldest start, and the newest record's id.
-async fn open_gaps(db: &Path, instance: &str) -> Result<(Option<i64>, Option<i64>), String> {
-    let instance = instance.to_string();
-    on_db(db, false, move |conn| {
-        conn.query_row(
-            "SELECT min(since_us), max(id) FROM gaps WHERE instance = ?1",
-            [&instance],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-    })
-    .await
-}
-
-/// Removes the gap records up to `id`: a fill that began after they were written covered them.
-async fn close_gaps(db: &Path, instance: &str, id: i64) -> Result<(), String> {
-    let instance = instance.to_string();
-    on_db(db, true, move |conn| {
-        conn.execute(
-            "DELETE FROM gaps WHERE instance = ?1 AND id <= ?2",
-            rusqlite::params![instance, id],
-        )
-        .map(drop)
-    })
-    .await
-}
-
-/// The newest `last_updated` stored for an instance, in microseconds.
-pub async fn newest_stored(db: &Path, instance: &str) -> Result<Option<i64>, String> {
-    let instance = instance.to_string();
-    on_db(db, false, move |conn| {
-        conn.query_row(
-            "SELECT max(s.last_updated_us) FROM states s JOIN entities e ON e.id = s.entity WHERE e.instance = ?1",
-            [&instance],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-    })
-    .await
-}
-
-/// The entity ids stored for an instance.
-async fn stored_entities(db: &Path, instance: &str) -> Result<Vec<String>, String> {
-    let instance = instance.to_string();
-    on_db(db, false, move |conn| {
-        let mut stmt = conn.prepare("SELECT entity_id FROM entities WHERE instance = ?1")?;
-        stmt.query_map([&instance], |r| r.get(0))?.collect()
-    })
-    .await
-}
-
-/// A state from HA's history as a row (no `time_fired` or context: history has neither).
-pub fn history_record(
-    instance: &Arc<str>,
-    rules: &AttributeRules,
-    entity_id: &str,
-    s: HistoryState,
-) -> Record {
-    // The microseconds of the live event's ISO time, so the unique key matches the live row.
-    let (last_changed_us, last_updated_us) = (s.last_changed_us(), s.last_updated_us());
-    let mut attributes = s.attributes;
-    rules.for_entity(entity_id).retain(&mut attributes);
-    Record::State(StateRow {
-        instance: instance.clone(),
-        entity_id: entity_id.to_string(),
-        value: numeric_value(&s.state),
-        state: s.state,
-        attributes: Value::Object(attributes).to_string(),
-        last_changed_us,
-        last_updated_us,
-        time_fired_us: None,
-        context_id: None,
-        context_user_id: None,
-        context_parent_id: None,
-    })
 }

@@ -1,4 +1,5 @@
-//! History import (`ha-ingestor backfill --since`): the recorder's retained history into the store.
+//! The history import (`ha-ingestor backfill --since`): the recorder's retained history into the
+//! store.
 //!
 //! The window is read in day-sized slices (aligned to UTC midnight) and chunks of entities, so a
 //! long import neither asks HA for one huge answer nor holds it in memory. Each finished slice is
@@ -9,17 +10,17 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ha_client::ws::WsClient;
-use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
 
-use crate::backfill::read_history;
+use super::{OVERLAP_US, iso, read_history, slices};
 use crate::config::Config;
+use crate::credentials::{tls_options, token_source};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::run::RunError;
-use crate::source::{tls_options, token_source};
+use crate::store::progress::ImportProgress;
 use crate::store::{WriterConfig, spawn_writer};
 
 /// What to import.
@@ -81,74 +82,6 @@ pub fn parse_since(text: &str, now_us: i64) -> Result<i64, String> {
     ))
 }
 
-const DAY_US: i64 = 86_400_000_000;
-/// Each slice starts this much before the previous one ended: HA's history window leaves out rows
-/// exactly at its start, and the overlap costs only idempotent re-writes.
-pub(crate) const OVERLAP_US: i64 = 1_000_000;
-
-/// Day slices `[start, end)` covering `[since, until)`.
-pub(crate) fn slices(since: i64, until: i64) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut start = since;
-    while start < until {
-        let end = ((start.div_euclid(DAY_US) + 1) * DAY_US).min(until);
-        out.push((start, end));
-        start = end;
-    }
-    out
-}
-
-fn iso(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-struct Progress {
-    conn: Connection,
-}
-
-impl Progress {
-    fn open(db: &std::path::Path) -> Result<Self, String> {
-        let conn = Connection::open(db).map_err(|e| format!("{}: {e}", db.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .and_then(|()| {
-                conn.execute_batch(
-                    "CREATE TABLE IF NOT EXISTS import_progress (
-                         instance TEXT NOT NULL,
-                         start_us INTEGER NOT NULL,   -- a finished slice [start_us, end_us)
-                         end_us   INTEGER NOT NULL,
-                         states   INTEGER NOT NULL,
-                         PRIMARY KEY (instance, start_us, end_us)
-                     );",
-                )
-            })
-            .map_err(|e| format!("import_progress: {e}"))?;
-        Ok(Progress { conn })
-    }
-
-    /// Whether an earlier run finished a slice covering `[start, end)`.
-    fn done(&self, instance: &str, start: i64, end: i64) -> bool {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM import_progress WHERE instance = ?1 AND start_us <= ?2 AND end_us >= ?3",
-                params![instance, start, end],
-                |_| Ok(()),
-            )
-            .is_ok()
-    }
-
-    fn finish(&self, instance: &str, start: i64, end: i64, states: u64) -> Result<(), String> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO import_progress (instance, start_us, end_us, states) VALUES (?1, ?2, ?3, ?4)",
-                params![instance, start, end, states as i64],
-            )
-            .map(|_| ())
-            .map_err(|e| format!("import_progress: {e}"))
-    }
-}
-
 /// Imports HA's history for every configured instance into the store.
 pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSummary, RunError> {
     let started = Instant::now();
@@ -182,11 +115,10 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
         rx,
         None,
     )?;
-    let progress = Progress::open(&config.db).map_err(RunError::Other)?;
+    let progress = ImportProgress::open(&config.db).map_err(|e| RunError::Other(e.to_string()))?;
     if options.fresh {
         progress
-            .conn
-            .execute("DELETE FROM import_progress", [])
+            .forget()
             .map_err(|e| RunError::Other(e.to_string()))?;
     }
     let now = jiff::Timestamp::now().as_microsecond();
@@ -282,7 +214,7 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
             }
             progress
                 .finish(&name, start, end, states)
-                .map_err(RunError::Other)?;
+                .map_err(|e| RunError::Other(format!("import_progress: {e}")))?;
             match &bar {
                 Some(bar) => bar.set_message(format!("{} states", summary.states_read)),
                 None => eprintln!(
@@ -324,11 +256,13 @@ async fn entities(
         .into_iter()
         .map(|s| s.entity_id)
         .collect();
-    if let Ok(conn) = Connection::open(db)
-        && let Ok(mut stmt) = conn.prepare("SELECT entity_id FROM entities WHERE instance = ?1")
-        && let Ok(rows) = stmt.query_map([instance], |r| r.get::<_, String>(0))
-    {
-        ids.extend(rows.flatten());
+    // A file not created yet has no entities: nothing to add.
+    if db.exists() {
+        ids.extend(
+            crate::store::gaps::stored_entities(db, instance)
+                .await
+                .map_err(RunError::Other)?,
+        );
     }
     Ok(ids.into_iter().filter(|id| filter.allows(id)).collect())
 }
@@ -336,6 +270,7 @@ async fn entities(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::DAY_US;
 
     #[test]
     fn since_accepts_durations_and_timestamps() {
@@ -349,28 +284,5 @@ mod tests {
         assert_eq!(parse_since("1970-01-02", now).unwrap(), DAY_US);
         let err = parse_since("yesterday", now).unwrap_err();
         assert!(err.contains("7d") && err.contains("2026-11-01"), "{err}");
-    }
-
-    #[test]
-    fn slices_are_day_aligned_and_cover_the_window() {
-        let since = DAY_US / 2;
-        let until = 2 * DAY_US + 5;
-        assert_eq!(
-            slices(since, until),
-            vec![(since, DAY_US), (DAY_US, 2 * DAY_US), (2 * DAY_US, until)]
-        );
-        assert!(slices(10, 10).is_empty());
-    }
-
-    #[test]
-    fn progress_is_remembered_per_instance() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("p.db");
-        let p = Progress::open(&db).unwrap();
-        p.finish("home", 0, DAY_US, 5).unwrap();
-        assert!(p.done("home", 0, DAY_US));
-        assert!(p.done("home", 10, DAY_US - 10));
-        assert!(!p.done("home", 0, DAY_US + 1));
-        assert!(!p.done("other", 0, DAY_US));
     }
 }

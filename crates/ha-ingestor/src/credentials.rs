@@ -1,0 +1,89 @@
+//! Credentials and TLS settings of an HA instance: where its token comes from (a static token,
+//! a file, an environment variable, or OAuth tokens refreshed and saved back), the CA to trust,
+//! and private files for secrets. Used by the source, the history import and the setup tools
+//! alike, so each reads them one way.
+
+use std::sync::Arc;
+
+use ha_client::auth::{OAuth2TokenSource, OAuthTokens, StaticToken, TokenSource};
+use ha_client::{Error as ClientError, TlsOptions};
+
+use crate::config::InstanceConfig;
+use crate::source::SourceError;
+
+/// Builds the token source an instance is configured with.
+pub fn token_source(inst: &InstanceConfig) -> Result<Arc<dyn TokenSource>, SourceError> {
+    let config_err = |message: String| SourceError::Config {
+        instance: inst.name.clone(),
+        message,
+    };
+    if let Some(token) = &inst.token {
+        return Ok(Arc::new(StaticToken::from(token.clone())));
+    }
+    if let Some(path) = &inst.oauth_state_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| config_err(format!("oauth_state_file {}: {e}", path.display())))?;
+        let tokens = OAuthTokens::from_json(&text).map_err(|e| {
+            config_err(format!(
+                "oauth_state_file {} is not an OAuth token file: {e}",
+                path.display()
+            ))
+        })?;
+        let path = path.clone();
+        let source = OAuth2TokenSource::builder(tokens)
+            .tls(tls_options(inst).map_err(|e| config_err(e.to_string()))?)
+            .on_update(move |t| {
+                if let Err(e) = write_private(&path, t.to_json().as_bytes()) {
+                    tracing::error!(path = %path.display(), %e, "cannot save the refreshed OAuth tokens");
+                }
+            })
+            .build()
+            .map_err(|e| config_err(e.to_string()))?;
+        return Ok(Arc::new(source));
+    }
+    if let Some(path) = &inst.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| config_err(format!("token_file {}: {e}", path.display())))?;
+        if token.trim().is_empty() {
+            return Err(config_err(format!(
+                "token_file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Arc::new(StaticToken::new(token)));
+    }
+    let var = inst.token_env.as_deref().unwrap_or("HASS_TOKEN");
+    match std::env::var(var) {
+        Ok(token) if !token.trim().is_empty() => Ok(Arc::new(StaticToken::new(token))),
+        _ => Err(config_err(format!(
+            "no token: set {var} (or HASS_TOKEN_FILE / token_file, or oauth_state_file); \
+             a long-lived token comes from your HA profile page"
+        ))),
+    }
+}
+
+/// Writes a file readable by its owner only, atomically (temp file + rename).
+pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The instance's TLS options.
+pub fn tls_options(inst: &InstanceConfig) -> Result<TlsOptions, ClientError> {
+    let mut tls =
+        TlsOptions::default().danger_accept_invalid_certs(inst.danger_accept_invalid_certs);
+    if let Some(ca) = &inst.ca_file {
+        tls = tls.add_ca_file(ca)?;
+    }
+    Ok(tls)
+}

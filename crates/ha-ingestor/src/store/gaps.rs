@@ -1,0 +1,91 @@
+//! What the gap backfill keeps in the database: the gaps not yet read back from HA's history,
+//! and what it reads to find where a gap starts (the newest stored row, the entities seen).
+
+use std::path::Path;
+
+use super::Access;
+
+/// Runs `f` on a connection of its own, off the async threads: read-only unless `write`. Writes
+/// wait for the writer's lock (SQLite serializes writers).
+pub async fn on_db<T: Send + 'static>(
+    db: &Path,
+    write: bool,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, String> {
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let (access, what) = match write {
+            true => (Access::WriteExisting, "write"),
+            false => (Access::ReadOnly, "read"),
+        };
+        let conn = super::open(&db, access).map_err(|e| e.to_string())?;
+        f(&conn).map_err(|e| format!("cannot {what} {}: {e}", db.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Records, durably, that a gap of `instance` began at `since_us`. Called before any row from after
+/// the gap can be stored: once such rows exist, the newest stored row no longer shows the gap, and
+/// only this record makes a later start (after `kill -9`, say) read it back. The fill that covers
+/// it removes it ([`close_gaps`]).
+pub async fn open_gap(db: &Path, instance: &str, since_us: i64) -> Result<(), String> {
+    let instance = instance.to_string();
+    on_db(db, true, move |conn| {
+        conn.execute(
+            "INSERT INTO gaps (instance, since_us) VALUES (?1, ?2)",
+            rusqlite::params![instance, since_us],
+        )
+        .map(drop)
+    })
+    .await
+}
+
+/// The open gaps of an instance: the oldest start, and the newest record's id.
+pub async fn open_gaps(db: &Path, instance: &str) -> Result<(Option<i64>, Option<i64>), String> {
+    let instance = instance.to_string();
+    on_db(db, false, move |conn| {
+        conn.query_row(
+            "SELECT min(since_us), max(id) FROM gaps WHERE instance = ?1",
+            [&instance],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    })
+    .await
+}
+
+/// Removes the gap records up to `id`: a fill that began after they were written covered them.
+pub async fn close_gaps(db: &Path, instance: &str, id: i64) -> Result<(), String> {
+    let instance = instance.to_string();
+    on_db(db, true, move |conn| {
+        conn.execute(
+            "DELETE FROM gaps WHERE instance = ?1 AND id <= ?2",
+            rusqlite::params![instance, id],
+        )
+        .map(drop)
+    })
+    .await
+}
+
+/// The newest `last_updated` stored for an instance, in microseconds.
+pub async fn newest_stored(db: &Path, instance: &str) -> Result<Option<i64>, String> {
+    let instance = instance.to_string();
+    on_db(db, false, move |conn| {
+        conn.query_row(
+            "SELECT max(s.last_updated_us) FROM states s JOIN entities e ON e.id = s.entity WHERE e.instance = ?1",
+            [&instance],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+    })
+    .await
+}
+
+/// The entity ids stored for an instance.
+pub async fn stored_entities(db: &Path, instance: &str) -> Result<Vec<String>, String> {
+    let instance = instance.to_string();
+    on_db(db, false, move |conn| {
+        let mut stmt = conn.prepare("SELECT entity_id FROM entities WHERE instance = ?1")?;
+        stmt.query_map([&instance], |r| r.get(0))?.collect()
+    })
+    .await
+}

@@ -1,0 +1,168 @@
+//! All DDL of the SQLite file, as versioned migrations. `PRAGMA user_version` holds how many have
+//! run; each runs once, in its own transaction, so a file written by any earlier release upgrades
+//! in place at the first start and keeps every row.
+//!
+//! Times are integer microseconds since the Unix epoch (exact, so the unique keys make writes
+//! idempotent); `states_view` shows them as ISO text and epoch seconds for people and Grafana.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Version 1: the schema of the first releases. `IF NOT EXISTS` throughout: files written before
+/// `user_version` was set have these tables already.
+const V1_BASE: &str = r#"
+CREATE TABLE IF NOT EXISTS entities (
+    id        INTEGER PRIMARY KEY,
+    instance  TEXT NOT NULL,              -- the HA instance's configured name
+    entity_id TEXT NOT NULL,              -- domain.object_id
+    domain    TEXT NOT NULL,
+    UNIQUE (instance, entity_id)
+);
+CREATE TABLE IF NOT EXISTS attributes (
+    id    INTEGER PRIMARY KEY,
+    hash  INTEGER NOT NULL,               -- xxh3 of json; deduplicated like HA's recorder does
+    json  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attributes_hash ON attributes (hash);
+CREATE TABLE IF NOT EXISTS states (
+    id                INTEGER PRIMARY KEY, -- also the journal sequence sinks follow
+    entity            INTEGER NOT NULL REFERENCES entities (id),
+    state             TEXT NOT NULL,
+    value             REAL,                -- the state as a number, or 1/0 for on/off-like states
+    attributes        INTEGER REFERENCES attributes (id),
+    last_changed_us   INTEGER NOT NULL,
+    last_updated_us   INTEGER NOT NULL,
+    time_fired_us     INTEGER,             -- NULL for rows imported from history
+    context_id        TEXT,
+    context_user_id   TEXT,
+    context_parent_id TEXT,
+    UNIQUE (entity, last_updated_us)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id            INTEGER PRIMARY KEY,     -- the journal sequence of events
+    instance      TEXT NOT NULL,
+    event_type    TEXT NOT NULL,
+    data          TEXT NOT NULL,           -- JSON
+    time_fired_us INTEGER NOT NULL,
+    context_id    TEXT,
+    origin        TEXT,
+    UNIQUE (instance, event_type, time_fired_us, context_id)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    id       INTEGER PRIMARY KEY,
+    instance TEXT NOT NULL,
+    since_us INTEGER NOT NULL              -- a gap not yet read back from HA's history began here
+);
+CREATE TABLE IF NOT EXISTS sink_cursors (
+    sink    TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL
+);
+CREATE VIEW IF NOT EXISTS states_view AS
+SELECT s.id, e.instance, e.entity_id, e.domain, s.state, s.value, a.json AS attributes,
+       strftime('%Y-%m-%dT%H:%M:%fZ', s.last_changed_us / 1e6, 'unixepoch') AS last_changed,
+       strftime('%Y-%m-%dT%H:%M:%fZ', s.last_updated_us / 1e6, 'unixepoch') AS last_updated,
+       s.last_updated_us / 1e6 AS ts,
+       s.context_id, s.context_user_id
+FROM states s JOIN entities e ON e.id = s.entity LEFT JOIN attributes a ON a.id = s.attributes;
+"#;
+
+/// Version 2: the tables earlier releases created on first use (a sink's first refused row, the
+/// first history import), now part of the schema.
+const V2_LAZY_TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id       INTEGER PRIMARY KEY,
+    sink     TEXT NOT NULL,
+    state_id INTEGER NOT NULL,             -- the refused row's id in its kind's table
+    reason   TEXT NOT NULL,
+    at_us    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS import_progress (
+    instance TEXT NOT NULL,
+    start_us INTEGER NOT NULL,             -- a finished slice [start_us, end_us)
+    end_us   INTEGER NOT NULL,
+    states   INTEGER NOT NULL,
+    PRIMARY KEY (instance, start_us, end_us)
+);
+"#;
+
+/// Version 3: the journal carries kinds of records (`state`, `event`; statistics and registry
+/// entries to come), each in its own table with its own id sequence, so a sink keeps one cursor
+/// per kind it takes, and a dead letter says which kind its id belongs to.
+const V3_RECORD_KINDS: &str = r#"
+CREATE TABLE sink_cursors_by_kind (
+    sink    TEXT NOT NULL,
+    kind    TEXT NOT NULL,                 -- 'state', 'event'
+    last_id INTEGER NOT NULL,              -- the last id of that kind's table the sink acknowledged
+    PRIMARY KEY (sink, kind)
+);
+INSERT INTO sink_cursors_by_kind (sink, kind, last_id) SELECT sink, 'state', last_id FROM sink_cursors;
+DROP TABLE sink_cursors;
+ALTER TABLE sink_cursors_by_kind RENAME TO sink_cursors;
+ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';
+CREATE INDEX IF NOT EXISTS events_time ON events (time_fired_us);
+"#;
+
+/// Every migration, in order.
+const MIGRATIONS: &[&str] = &[V1_BASE, V2_LAZY_TABLES, V3_RECORD_KINDS];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Runs the migrations the file has not had yet. Two connections may call this at once: the
+/// version is read again under the write lock.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    if version(conn)? == VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = version(&tx)?;
+    if from > VERSION {
+        return Err(StoreError::NewerSchema {
+            found: from,
+            known: VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The file's schema version.
+pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_gets_every_migration_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), VERSION);
+        migrate(&mut conn).unwrap(); // nothing to do
+        let kinds: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('sink_cursors') WHERE name = 'kind'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kinds, 1);
+    }
+
+    #[test]
+    fn a_file_of_a_newer_release_is_refused_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
+        let e = migrate(&mut conn).unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
+        assert_eq!(version(&conn).unwrap(), VERSION + 1);
+    }
+}
