@@ -15,7 +15,8 @@ use ha_ingestor::filter::{
 };
 use ha_ingestor::record::{Record, StateChangedEvent, StateRow};
 use ha_ingestor::sink::JournalRow;
-use ha_ingestor::sink::config::{HaSchemaOptions, TimeColumn};
+use ha_ingestor::sink::TimeColumn;
+use ha_ingestor::sink::influx::HaSchemaOptions;
 use ha_ingestor::sink::influx::line::HaEncoder;
 use ha_ingestor::source::convert;
 use ha_ingestor::store::SqliteStore;

@@ -12,8 +12,8 @@ mod pg_support;
 
 use std::time::Instant;
 
-use ha_ingestor::sink::config::{PostgresSchema, TimeColumn};
-use ha_ingestor::sink::postgres::PostgresSink;
+use ha_ingestor::sink::TimeColumn;
+use ha_ingestor::sink::postgres::{PostgresSchema, PostgresSink};
 use ha_ingestor::sink::{Sink, SinkError};
 use pg_support::{T0, count, fresh_db, rows};
 

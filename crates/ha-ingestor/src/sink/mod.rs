@@ -17,7 +17,7 @@ pub mod runner;
 
 use futures_util::future::BoxFuture;
 
-pub use config::{SinkConfig, SinkKind, SinkStart};
+pub use config::{SinkConfig, SinkKind, SinkStart, TimeColumn};
 pub use journal::JournalRow;
 
 /// What a write did.
@@ -105,15 +105,15 @@ pub fn read_secret(
 /// Builds the sink a `[[sink]]` block describes. Errors name the sink and the fix.
 pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
     let name = &config.name;
-    match config.kind()? {
+    match &config.kind {
         SinkKind::Influxdb(c) => {
             let secret = match c.api {
-                config::InfluxApi::V1 => read_secret(
+                influx::InfluxApi::V1 => read_secret(
                     c.password_file.as_deref(),
                     c.password_env.as_deref(),
                     "password",
                 ),
-                config::InfluxApi::V2 => {
+                influx::InfluxApi::V2 => {
                     read_secret(c.token_file.as_deref(), c.token_env.as_deref(), "token")
                 }
             }

@@ -44,10 +44,11 @@ use std::fmt::{self, Write as _};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::glob::Glob;
-use crate::sink::config::{
-    CleanSchemaOptions, ComponentConfig, FieldType, HaSchemaOptions, MeasurementAttr, TimeColumn,
+use super::config::{
+    CleanSchemaOptions, ComponentConfig, FieldType, HaSchemaOptions, MeasurementAttr,
 };
+use crate::glob::Glob;
+use crate::sink::config::TimeColumn;
 use crate::sink::journal::JournalRow;
 
 /// What an encoder did with a row.

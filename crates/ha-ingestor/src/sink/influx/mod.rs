@@ -6,7 +6,12 @@
 //! 5xx, 429 and network errors are `Unavailable` (the runner retries, the cursor held);
 //! 401/403 are `Unauthorized`.
 
+mod config;
 pub mod line;
 mod writer;
 
+pub use config::{
+    CleanSchemaOptions, ComponentConfig, FieldType, HaSchemaOptions, InfluxApi, InfluxConfig,
+    InfluxSchema, MeasurementAttr,
+};
 pub use writer::InfluxSink;

@@ -6,8 +6,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use ha_client::{Secret, TlsOptions};
 
+use super::config::{InfluxApi, InfluxConfig, InfluxSchema};
 use super::line::{CleanEncoder, Encoded, HaEncoder};
-use crate::sink::config::{InfluxApi, InfluxConfig, InfluxSchema, TimeColumn};
+use crate::sink::config::TimeColumn;
 use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 enum Encoder {

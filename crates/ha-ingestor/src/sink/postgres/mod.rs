@@ -24,6 +24,8 @@
 //! `Unauthorized`; a data error (SQLSTATE class 22 or 23) is isolated by splitting the batch until
 //! the bad row stands alone, and only that row is rejected.
 
+mod config;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -36,7 +38,9 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::sink::config::{PostgresConfig, PostgresSchema, TimeColumn};
+pub use config::{PostgresConfig, PostgresSchema};
+
+use crate::sink::config::TimeColumn;
 use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 /// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
