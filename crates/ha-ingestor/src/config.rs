@@ -469,8 +469,8 @@ mod tests {
             for sink in &file.sinks {
                 match &sink.kind {
                     crate::sink::SinkKind::Influxdb(c) => {
-                        crate::sink::influx::line::HaEncoder::new(&c.ha).unwrap();
-                        crate::sink::influx::line::CleanEncoder::new(&c.clean).unwrap();
+                        crate::sink::influx::HaEncoder::new(&c.ha).unwrap();
+                        crate::sink::influx::CleanEncoder::new(&c.clean).unwrap();
                     }
                     crate::sink::SinkKind::Postgres(_) => {}
                 }

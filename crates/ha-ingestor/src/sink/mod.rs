@@ -107,17 +107,8 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
     let name = &config.name;
     match &config.kind {
         SinkKind::Influxdb(c) => {
-            let secret = match c.api {
-                influx::InfluxApi::V1 => read_secret(
-                    c.password_file.as_deref(),
-                    c.password_env.as_deref(),
-                    "password",
-                ),
-                influx::InfluxApi::V2 => {
-                    read_secret(c.token_file.as_deref(), c.token_env.as_deref(), "token")
-                }
-            }
-            .map_err(|e| format!("sink '{name}': {e}"))?;
+            let (file, env, what) = influx::secret_source(c);
+            let secret = read_secret(file, env, what).map_err(|e| format!("sink '{name}': {e}"))?;
             Ok(Box::new(influx::InfluxSink::new(name, c, secret)?))
         }
         SinkKind::Postgres(c) => {

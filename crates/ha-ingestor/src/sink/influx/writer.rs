@@ -1,4 +1,6 @@
-//! The HTTP side of the InfluxDB sink (see the module docs).
+//! The HTTP side of the InfluxDB sink: one gzip'd line protocol body per batch, the server's
+//! answer mapped to the runner's errors, and a refused batch split until the refused points stand
+//! alone (see the module docs).
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -6,8 +8,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use ha_client::{Secret, TlsOptions};
 
-use super::config::{InfluxApi, InfluxConfig, InfluxSchema};
-use super::line::{CleanEncoder, Encoded, HaEncoder};
+use super::Encoded;
+use super::api::{self, WriteApi};
+use super::clean_schema::CleanEncoder;
+use super::config::{InfluxConfig, InfluxSchema};
+use super::ha_schema::HaEncoder;
 use crate::sink::config::TimeColumn;
 use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
 
@@ -16,22 +21,13 @@ enum Encoder {
     Clean(CleanEncoder),
 }
 
-enum Auth {
-    None,
-    Basic {
-        user: String,
-        password: Option<Secret>,
-    },
-    Token(Secret),
-}
-
 /// Writes journal rows to InfluxDB (or anything that speaks its write API).
 pub struct InfluxSink {
     name: String,
     client: reqwest::Client,
     write_url: reqwest::Url,
     ping_url: reqwest::Url,
-    auth: Auth,
+    api: Box<dyn WriteApi>,
     gzip: bool,
     encoder: Encoder,
     time: TimeColumn,
@@ -63,53 +59,9 @@ impl InfluxSink {
                 config.url
             ));
         }
-        let join = |path: &str| -> Result<reqwest::Url, String> {
-            let mut url = base.clone();
-            let prefix = url.path().trim_end_matches('/').to_string();
-            url.set_path(&format!("{prefix}{path}"));
-            Ok(url)
-        };
-        let mut write_url;
-        let auth;
-        match config.api {
-            InfluxApi::V1 => {
-                write_url = join("/write")?;
-                {
-                    let mut q = write_url.query_pairs_mut();
-                    q.append_pair("db", &config.database);
-                    if let Some(rp) = &config.retention_policy {
-                        q.append_pair("rp", rp);
-                    }
-                    q.append_pair("precision", "u");
-                }
-                auth = match &config.username {
-                    Some(user) => Auth::Basic {
-                        user: user.clone(),
-                        password: secret,
-                    },
-                    None if secret.is_some() => {
-                        return Err(format!("sink '{name}': a password is set but no username"));
-                    }
-                    None => Auth::None,
-                };
-            }
-            InfluxApi::V2 => {
-                let bucket = config.bucket.as_deref().ok_or_else(|| {
-                    format!("sink '{name}': api = \"v2\" needs bucket (and org for InfluxDB 2)")
-                })?;
-                write_url = join("/api/v2/write")?;
-                {
-                    let mut q = write_url.query_pairs_mut();
-                    if let Some(org) = &config.org {
-                        q.append_pair("org", org);
-                    }
-                    q.append_pair("bucket", bucket);
-                    q.append_pair("precision", "us");
-                }
-                auth = secret.map_or(Auth::None, Auth::Token);
-            }
-        }
-        let ping_url = join("/ping")?;
+        let api = api::from_config(name, config, secret)?;
+        let write_url = api.write_url(&base);
+        let ping_url = api::join(&base, "/ping");
         let mut tls =
             TlsOptions::default().danger_accept_invalid_certs(config.danger_accept_invalid_certs);
         if let Some(ca) = &config.ca_file {
@@ -140,7 +92,7 @@ impl InfluxSink {
             client,
             write_url,
             ping_url,
-            auth,
+            api,
             gzip: config.gzip,
             encoder,
             time: config.time_column,
@@ -149,14 +101,7 @@ impl InfluxSink {
     }
 
     fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, url);
-        match &self.auth {
-            Auth::None => req,
-            Auth::Basic { user, password } => {
-                req.basic_auth(user, password.as_ref().map(Secret::expose))
-            }
-            Auth::Token(token) => req.header("Authorization", format!("Token {}", token.expose())),
-        }
+        self.api.authorize(self.client.request(method, url))
     }
 
     /// Posts one body. `Ok(None)`: written; `Ok(Some(reason))`: a 400-class refusal of some
