@@ -7,13 +7,16 @@
 //!
 //! A sink is a small trait ([`Sink`]): take a batch of journal rows, write them, say which rows the
 //! server rejected for good. The [`runner`] owns everything else (cursor, retries, backoff, health,
-//! dead letters).
+//! dead letters). Each sink kind has a folder with its config beside its code ([`influx`],
+//! [`postgres`]); [`config`] holds the keys every `[[sink]]` has, and [`split`] the one way both
+//! kinds find the rows a server refuses in a batch it refused.
 
 pub mod config;
 pub mod influx;
 pub mod journal;
 pub mod postgres;
 pub mod runner;
+pub mod split;
 
 use futures_util::future::BoxFuture;
 

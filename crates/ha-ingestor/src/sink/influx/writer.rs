@@ -14,6 +14,7 @@ use super::clean_schema::CleanEncoder;
 use super::config::{InfluxConfig, InfluxSchema};
 use super::ha_schema::HaEncoder;
 use crate::sink::config::TimeColumn;
+use crate::sink::split::{SplitError, Splitter};
 use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 enum Encoder {
@@ -166,8 +167,8 @@ impl InfluxSink {
         }
     }
 
-    /// Writes `lines` of `body`; on a refusal, splits until the bad lines stand alone.
-    /// Iterative (a stack of ranges) rather than recursive, to keep the future small.
+    /// Writes `lines` of `body` in one request; on a refusal, the splitter isolates the refused
+    /// lines (see [`crate::sink::split`]).
     async fn write_lines(
         &self,
         body: &str,
@@ -175,41 +176,44 @@ impl InfluxSink {
         rows: &[JournalRow],
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
-        let mut stack = vec![(0, lines.len())];
+        let mut split = Splitter::new(lines.len(), lines.len());
         let mut scratch = String::new();
-        while let Some((lo, hi)) = stack.pop() {
-            if lo == hi {
-                continue;
-            }
-            let part = &lines[lo..hi];
-            let refused = if lo == 0 && hi == lines.len() {
+        while let Some(part) = split.next_part() {
+            let refused = if part.len() == lines.len() {
                 self.post(body.as_bytes()).await?
             } else {
                 scratch.clear();
-                for l in part {
+                for l in &lines[part.clone()] {
                     scratch.push_str(&body[l.start..l.end]);
                 }
                 self.post(scratch.as_bytes()).await?
             };
             match refused {
-                None => report.written += part.len(),
-                Some(reason) if part.len() == 1 => {
-                    let row = &rows[part[0].row];
-                    report.rejected.push(Rejected {
-                        id: row.id,
-                        entity_id: row.entity_id.clone(),
-                        reason,
-                    });
-                }
-                Some(_) => {
-                    let mid = lo + part.len() / 2;
-                    // Left half first, so points are written in journal order.
-                    stack.push((mid, hi));
-                    stack.push((lo, mid));
-                }
+                None => split.written(part),
+                Some(reason) => split
+                    .refused(part, reason)
+                    .map_err(|e| self.every_point_refused(e))?,
             }
         }
+        let split = split.finish().map_err(|e| self.every_point_refused(e))?;
+        report.written += split.written;
+        for (i, reason) in split.refused {
+            let row = &rows[lines[i].row];
+            report.rejected.push(Rejected {
+                id: row.id,
+                entity_id: row.entity_id.clone(),
+                reason,
+            });
+        }
         Ok(())
+    }
+
+    fn every_point_refused(&self, e: SplitError) -> SinkError {
+        SinkError::Failed(format!(
+            "sink '{}': {} {e}, which points at the database or the server rather than the \
+             points; check the database's retention policy and its field types. The cursor is held",
+            self.name, self.target
+        ))
     }
 }
 
@@ -308,5 +312,79 @@ impl Sink for InfluxSink {
             }
             Ok(report)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A write endpoint on a free loopback port that refuses (400, as InfluxDB does for a field
+    /// type conflict) every body holding a point of entity `bad`; returns the sink's URL.
+    async fn fake_influx() -> String {
+        let app = axum::Router::new().route(
+            "/write",
+            axum::routing::post(|body: String| async move {
+                if body.contains("entity_id=bad ") {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"field type conflict"}"#,
+                    )
+                } else {
+                    (StatusCode::NO_CONTENT, "")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn rows(entities: &[&str]) -> Vec<JournalRow> {
+        (1..)
+            .zip(entities)
+            .map(|(id, entity)| JournalRow {
+                id,
+                instance: Arc::from("home"),
+                entity_id: format!("sensor.{entity}"),
+                state: "1".into(),
+                value: Some(1.0),
+                attributes: "{}".into(),
+                last_changed_us: id,
+                last_updated_us: id,
+                time_fired_us: Some(id),
+                context_id: None,
+                context_user_id: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn refused_points_are_isolated_but_a_batch_refused_whole_fails() {
+        let config: InfluxConfig =
+            toml::from_str(&format!("url = \"{}\"\ngzip = false", fake_influx().await)).unwrap();
+        let mut sink = InfluxSink::new("i", &config, None).unwrap();
+
+        let batch = rows(&["a", "b", "bad", "c", "d", "e", "bad", "f", "g", "h"]);
+        let report = sink.write(&batch).await.unwrap();
+        let ids: Vec<i64> = report.rejected.iter().map(|r| r.id).collect();
+        assert_eq!((report.written, ids), (8, vec![3, 7]));
+        assert!(report.rejected[0].reason.contains("field type conflict"));
+
+        // A few bad points on their own are dead-lettered, as bad points.
+        let report = sink.write(&rows(&["bad"; 3])).await.unwrap();
+        assert_eq!((report.written, report.rejected.len()), (0, 3));
+
+        // Every point of a larger batch refused: the server is at fault, the cursor is held.
+        let e = sink.write(&rows(&["bad"; 20])).await.unwrap_err();
+        assert!(
+            matches!(&e, SinkError::Failed(m) if m.contains("refused every row of the batch")),
+            "{e:?}"
+        );
     }
 }

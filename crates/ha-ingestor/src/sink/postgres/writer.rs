@@ -21,6 +21,7 @@ use super::rows::{
     PreparedRow, no_nul,
 };
 use crate::sink::config::TimeColumn;
+use crate::sink::split::{SplitError, Splitter};
 use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 /// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
@@ -31,10 +32,6 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connect timeout when the dsn sets none (tokio-postgres waits forever by default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Bisecting stops and the batch fails as a whole once this many rows were refused and none
-/// accepted: that is a schema problem, not bad rows, and dead-lettering the journal would hide it.
-const ALL_BAD_LIMIT: usize = 64;
 
 /// The normalized layout's entity dictionary: adds the entities it lacks (then [`ENTITY_LOOKUP`]
 /// reads their ids).
@@ -250,29 +247,14 @@ impl PostgresSink {
         }
 
         // Chunks in order, each split in halves on a data error until the bad rows stand alone.
-        let mut stack: Vec<(usize, usize)> = (0..prepared.len())
-            .step_by(CHUNK_ROWS)
-            .map(|lo| (lo, (lo + CHUNK_ROWS).min(prepared.len())))
-            .rev()
-            .collect();
-        while let Some((lo, hi)) = stack.pop() {
-            let part = &prepared[lo..hi];
-            match self.insert(part).await {
-                Ok(()) => report.written += part.len(),
-                Err((Class::Data, detail)) if part.len() == 1 => {
-                    report.rejected.push(Rejected {
-                        id: part[0].row.id,
-                        entity_id: part[0].row.entity_id.clone(),
-                        reason: detail,
-                    });
-                    if report.written == 0 && report.rejected.len() >= ALL_BAD_LIMIT {
-                        return Err(self.all_refused(&report));
+        let mut split = Splitter::new(prepared.len(), CHUNK_ROWS);
+        while let Some(part) = split.next_part() {
+            match self.insert(&prepared[part.clone()]).await {
+                Ok(()) => split.written(part),
+                Err((Class::Data, detail)) => {
+                    if let Err(e) = split.refused(part, detail) {
+                        return Err(self.every_row_refused(e));
                     }
-                }
-                Err((Class::Data, _)) => {
-                    let mid = lo + (hi - lo) / 2;
-                    stack.push((mid, hi));
-                    stack.push((lo, mid));
                 }
                 Err((class, detail)) => {
                     // Reconnect in `prepare`: after a failure the connection may be half dead.
@@ -284,21 +266,29 @@ impl PostgresSink {
                 }
             }
         }
-        if report.written == 0 && report.rejected.len() >= 8 {
-            return Err(self.all_refused(&report));
+        let split = match split.finish() {
+            Ok(split) => split,
+            Err(e) => return Err(self.every_row_refused(e)),
+        };
+        report.written += split.written;
+        for (i, reason) in split.refused {
+            let row = prepared[i].row;
+            report.rejected.push(Rejected {
+                id: row.id,
+                entity_id: row.entity_id.clone(),
+                reason,
+            });
         }
         Ok(report)
     }
 
-    fn all_refused(&mut self, report: &WriteReport) -> SinkError {
+    fn every_row_refused(&mut self, e: SplitError) -> SinkError {
         self.conn = None;
         SinkError::Failed(format!(
-            "sink '{}': PostgreSQL at {} refused every row of the batch, which points at the \
-             table's definition rather than the data (first reason: {}); check the table's \
-             columns against the sink's schema. The cursor is held",
-            self.ctx.name,
-            self.ctx.target,
-            report.rejected.first().map_or("?", |r| r.reason.as_str())
+            "sink '{}': PostgreSQL at {} {e}, which points at the table's definition rather \
+             than the data; check the table's columns against the sink's schema. The cursor is \
+             held",
+            self.ctx.name, self.ctx.target,
         ))
     }
 
