@@ -186,6 +186,7 @@ mod tests {
         let cases = [
             // `*` and `?`
             ("sensor.*", "sensor.a", true), ("sensor.*", "sensors.a", false), ("*", "", true),
+            ("sensor.*", "sensorx.a", false), ("*", "sensor.x\ny", true),
             ("*.kitchen_*", "light.kitchen_main", true), ("*temp*", "sensor.temp", true),
             ("*.kitchen_?", "light.kitchen_1", true), ("*.kitchen_?", "light.kitchen_12", false),
             ("sensor.?_t", "sensor.a_t", true), ("sensor.?_t", "sensor.ab_t", false), ("?", "é", true),
