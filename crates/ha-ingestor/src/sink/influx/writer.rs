@@ -105,6 +105,16 @@ impl InfluxSink {
         self.api.authorize(self.client.request(method, url))
     }
 
+    /// A request that got no answer: the server is unavailable (the runner retries).
+    fn unreachable(&self, e: &reqwest::Error) -> SinkError {
+        SinkError::Unavailable(format!(
+            "sink '{}': cannot reach {}: {}",
+            self.name,
+            self.target,
+            describe(e)
+        ))
+    }
+
     /// Posts one body. `Ok(None)`: written; `Ok(Some(reason))`: a 400-class refusal of some
     /// line in it.
     async fn post(&self, body: &[u8]) -> Result<Option<String>, SinkError> {
@@ -135,14 +145,7 @@ impl InfluxSink {
                 Some(again) if !first.is_timeout() => again.send().await,
                 _ => Err(first),
             }
-            .map_err(|e| {
-                SinkError::Unavailable(format!(
-                    "sink '{}': cannot reach {}: {}",
-                    self.name,
-                    self.target,
-                    describe(&e)
-                ))
-            })?,
+            .map_err(|e| self.unreachable(&e))?,
         };
         let status = resp.status();
         if status.is_success() {
@@ -260,14 +263,7 @@ impl Sink for InfluxSink {
                 .request(reqwest::Method::GET, self.ping_url.clone())
                 .send()
                 .await
-                .map_err(|e| {
-                    SinkError::Unavailable(format!(
-                        "sink '{}': cannot reach {}: {}",
-                        self.name,
-                        self.target,
-                        describe(&e)
-                    ))
-                })?;
+                .map_err(|e| self.unreachable(&e))?;
             match resp.status().as_u16() {
                 200..=299 => Ok(()),
                 401 | 403 => Err(SinkError::Unauthorized(format!(

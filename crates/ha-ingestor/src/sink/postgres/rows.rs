@@ -247,12 +247,13 @@ impl<'b> LtssColumns<'b> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
 
-    fn row(id: i64) -> JournalRow {
+    /// A journal row of `sensor.temp` (the writer's tests use it too).
+    pub(in crate::sink::postgres) fn row(id: i64) -> JournalRow {
         JournalRow {
             id,
             instance: Arc::from("home"),

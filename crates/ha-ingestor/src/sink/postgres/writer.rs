@@ -426,22 +426,7 @@ impl Sink for PostgresSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(id: i64) -> JournalRow {
-        JournalRow {
-            id,
-            instance: Arc::from("home"),
-            entity_id: "sensor.temp".into(),
-            state: "21.5".into(),
-            value: Some(21.5),
-            attributes: r#"{"unit_of_measurement":"°C"}"#.into(),
-            last_changed_us: 1_700_000_000_000_000,
-            last_updated_us: 1_700_000_001_000_000,
-            time_fired_us: Some(1_700_000_001_000_123),
-            context_id: Some("01HCTX".into()),
-            context_user_id: None,
-        }
-    }
+    use crate::sink::postgres::rows::tests::row;
 
     fn config(dsn: &str) -> PostgresConfig {
         PostgresConfig {
