@@ -9,7 +9,9 @@
 //! the [`crate::sink::Sink`] impl ([`InfluxSink`]), `config` the `[sink.influxdb]` keys.
 //!
 //! Errors: a 400 (a field type conflict, an unparsable line) is isolated by splitting the batch
-//! until the bad point stands alone; only that point is dead-lettered and the rest is written.
+//! until the bad point stands alone ([`crate::sink::split`]); only that point is dead-lettered and
+//! the rest is written, unless every point of the batch is refused (then the write fails, cursor
+//! held).
 //! 5xx, 429 and network errors are `Unavailable` (the runner retries, the cursor held);
 //! 401/403 are `Unauthorized`.
 

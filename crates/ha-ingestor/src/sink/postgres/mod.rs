@@ -22,7 +22,8 @@
 //! Errors: refused/closed connections, timeouts, server shutdowns are `Unavailable` (the runner
 //! retries and calls `prepare` again, which reconnects); login and privilege errors are
 //! `Unauthorized`; a data error (SQLSTATE class 22 or 23) is isolated by splitting the batch until
-//! the bad row stands alone, and only that row is rejected.
+//! the bad row stands alone ([`crate::sink::split`]), and only that row is rejected, unless every
+//! row of the batch is refused (then the write fails, cursor held: the table is at fault).
 //!
 //! The parts: `config` (`[sink.postgres]`), `migrations` (the tables' DDL and how it is applied),
 //! `rows` (journal rows as column arrays for the inserts), `errors` (what a SQLSTATE means for the
