@@ -15,8 +15,9 @@ use ha_ingestor::filter::{
 };
 use ha_ingestor::record::{Record, StateChangedEvent, StateRow};
 use ha_ingestor::sink::JournalRow;
-use ha_ingestor::sink::config::{HaSchemaOptions, TimeColumn};
-use ha_ingestor::sink::influx::line::HaEncoder;
+use ha_ingestor::sink::TimeColumn;
+use ha_ingestor::sink::influx::HaEncoder;
+use ha_ingestor::sink::influx::HaSchemaOptions;
 use ha_ingestor::source::convert;
 use ha_ingestor::store::SqliteStore;
 use ha_sim::{FirehoseTemplates, SimConfig};
@@ -173,7 +174,7 @@ fn sqlite_write_batch_1000(b: Bencher, kind: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// InfluxDB line protocol, HA-compatible schema (`sink::influx::line::HaEncoder`, default options).
+/// InfluxDB line protocol, HA-compatible schema (`sink::influx::HaEncoder`, default options).
 #[divan::bench]
 fn influx_ha_line(b: Bencher) {
     let enc = HaEncoder::new(&HaSchemaOptions::default()).unwrap();

@@ -304,7 +304,6 @@ impl Config {
                     "{key}: the name is used twice; names must be unique (each sink keeps its own cursor under its name)"
                 )));
             }
-            sink.kind().map_err(ConfigError)?;
             if sink.batch_size == 0 {
                 return Err(ConfigError(format!("{key}: batch_size must be at least 1")));
             }
@@ -416,9 +415,12 @@ mod tests {
             "[[sink]]\nname = \"i\"\n[sink.influxdb]\nurl = \"http://x\"\n[sink.influxdb.ha]\nmeasurement_attr = \"domain__device_class\"\n",
         )
         .unwrap();
+        let crate::sink::SinkKind::Influxdb(influx) = &file.sinks[0].kind else {
+            panic!("an influxdb sink")
+        };
         assert_eq!(
-            file.sinks[0].influxdb.as_ref().unwrap().ha.measurement_attr,
-            crate::sink::config::MeasurementAttr::DomainDeviceClass
+            influx.ha.measurement_attr,
+            crate::sink::influx::MeasurementAttr::DomainDeviceClass
         );
         // Glob order is file order (later wins, as in HA), not alphabetical.
         let file = parse(
@@ -427,16 +429,33 @@ mod tests {
              \"sensor.*\" = { override_measurement = \"all\" }\n",
         )
         .unwrap();
-        let globs: Vec<&str> = file.sinks[0]
-            .influxdb
-            .as_ref()
-            .unwrap()
+        let crate::sink::SinkKind::Influxdb(influx) = &file.sinks[0].kind else {
+            panic!("an influxdb sink")
+        };
+        let globs: Vec<&str> = influx
             .ha
             .component_config_glob
             .iter()
             .map(|(k, _)| k.as_str())
             .collect();
         assert_eq!(globs, ["sensor.z*", "sensor.*"]);
+    }
+
+    #[test]
+    fn a_sink_needs_exactly_one_kind_table() {
+        let err = parse("[[sink]]\nname = \"s\"\nbatch_size = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sink 's': add a [sink.influxdb] or a [sink.postgres] table"),
+            "{err}"
+        );
+        let err = parse(
+            "[[sink]]\nname = \"s\"\n[sink.influxdb]\nurl = \"http://x\"\n[sink.postgres]\ndsn = \"host=x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sink 's': set only one of"), "{err}");
     }
 
     /// Every TOML example in the README parses, and its sinks' schema options compile.
@@ -448,10 +467,10 @@ mod tests {
             let text = block.split("```").next().unwrap();
             let file = parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             for sink in &file.sinks {
-                match sink.kind().unwrap() {
+                match &sink.kind {
                     crate::sink::SinkKind::Influxdb(c) => {
-                        crate::sink::influx::line::HaEncoder::new(&c.ha).unwrap();
-                        crate::sink::influx::line::CleanEncoder::new(&c.clean).unwrap();
+                        crate::sink::influx::HaEncoder::new(&c.ha).unwrap();
+                        crate::sink::influx::CleanEncoder::new(&c.clean).unwrap();
                     }
                     crate::sink::SinkKind::Postgres(_) => {}
                 }

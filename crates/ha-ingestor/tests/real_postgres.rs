@@ -4,7 +4,7 @@
 //!
 //! Access refused by the real server is covered by an unknown role (SQLSTATE 28000) and a role
 //! without rights on the database (42501). Not covered: a wrong password (28P01), since the test
-//! cluster trusts every local login; its mapping is unit-tested in `sink::postgres`.
+//! cluster trusts every local login; its mapping is unit-tested in `sink::postgres::errors`.
 
 #![cfg(feature = "real-sinks")]
 
@@ -12,8 +12,8 @@ mod pg_support;
 
 use std::time::Instant;
 
-use ha_ingestor::sink::config::{PostgresSchema, TimeColumn};
-use ha_ingestor::sink::postgres::PostgresSink;
+use ha_ingestor::sink::TimeColumn;
+use ha_ingestor::sink::postgres::{PostgresSchema, PostgresSink};
 use ha_ingestor::sink::{Sink, SinkError};
 use pg_support::{T0, count, fresh_db, rows};
 

@@ -8,8 +8,7 @@ mod pg_support;
 
 use std::process::Command;
 
-use ha_ingestor::sink::config::PostgresSchema;
-use ha_ingestor::sink::postgres::PostgresSink;
+use ha_ingestor::sink::postgres::{PostgresSchema, PostgresSink};
 use ha_ingestor::sink::{Sink, SinkError};
 use pg_support::{count, fresh_db, rows};
 

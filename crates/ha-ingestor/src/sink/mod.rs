@@ -7,17 +7,20 @@
 //!
 //! A sink is a small trait ([`Sink`]): take a batch of journal rows, write them, say which rows the
 //! server rejected for good. The [`runner`] owns everything else (cursor, retries, backoff, health,
-//! dead letters).
+//! dead letters). Each sink kind has a folder with its config beside its code ([`influx`],
+//! [`postgres`]); [`config`] holds the keys every `[[sink]]` has, and [`split`] the one way both
+//! kinds find the rows a server refuses in a batch it refused.
 
 pub mod config;
 pub mod influx;
 pub mod journal;
 pub mod postgres;
 pub mod runner;
+pub mod split;
 
 use futures_util::future::BoxFuture;
 
-pub use config::{SinkConfig, SinkKind, SinkStart};
+pub use config::{SinkConfig, SinkKind, SinkStart, TimeColumn};
 pub use journal::JournalRow;
 
 /// What a write did.
@@ -105,19 +108,10 @@ pub fn read_secret(
 /// Builds the sink a `[[sink]]` block describes. Errors name the sink and the fix.
 pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
     let name = &config.name;
-    match config.kind()? {
+    match &config.kind {
         SinkKind::Influxdb(c) => {
-            let secret = match c.api {
-                config::InfluxApi::V1 => read_secret(
-                    c.password_file.as_deref(),
-                    c.password_env.as_deref(),
-                    "password",
-                ),
-                config::InfluxApi::V2 => {
-                    read_secret(c.token_file.as_deref(), c.token_env.as_deref(), "token")
-                }
-            }
-            .map_err(|e| format!("sink '{name}': {e}"))?;
+            let (file, env, what) = influx::secret_source(c);
+            let secret = read_secret(file, env, what).map_err(|e| format!("sink '{name}': {e}"))?;
             Ok(Box::new(influx::InfluxSink::new(name, c, secret)?))
         }
         SinkKind::Postgres(c) => {

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ha_ingestor::sink::JournalRow;
-use ha_ingestor::sink::config::{PostgresConfig, PostgresSchema, TimeColumn};
+use ha_ingestor::sink::TimeColumn;
+use ha_ingestor::sink::postgres::{PostgresConfig, PostgresSchema};
 use tokio_postgres::{Client, NoTls};
 
 /// The server's dsn; panics (never skips) when unset.

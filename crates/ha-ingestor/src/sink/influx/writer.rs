@@ -1,4 +1,6 @@
-//! The HTTP side of the InfluxDB sink (see the module docs).
+//! The HTTP side of the InfluxDB sink: one gzip'd line protocol body per batch, the server's
+//! answer mapped to the runner's errors, and a refused batch split until the refused points stand
+//! alone (see the module docs).
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -6,22 +8,18 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use ha_client::{Secret, TlsOptions};
 
-use super::line::{CleanEncoder, Encoded, HaEncoder};
-use crate::sink::config::{InfluxApi, InfluxConfig, InfluxSchema, TimeColumn};
+use super::Encoded;
+use super::api::{self, WriteApi};
+use super::clean_schema::CleanEncoder;
+use super::config::{InfluxConfig, InfluxSchema};
+use super::ha_schema::HaEncoder;
+use crate::sink::config::TimeColumn;
+use crate::sink::split::{SplitError, Splitter};
 use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 enum Encoder {
     Ha(HaEncoder),
     Clean(CleanEncoder),
-}
-
-enum Auth {
-    None,
-    Basic {
-        user: String,
-        password: Option<Secret>,
-    },
-    Token(Secret),
 }
 
 /// Writes journal rows to InfluxDB (or anything that speaks its write API).
@@ -30,7 +28,7 @@ pub struct InfluxSink {
     client: reqwest::Client,
     write_url: reqwest::Url,
     ping_url: reqwest::Url,
-    auth: Auth,
+    api: Box<dyn WriteApi>,
     gzip: bool,
     encoder: Encoder,
     time: TimeColumn,
@@ -62,53 +60,9 @@ impl InfluxSink {
                 config.url
             ));
         }
-        let join = |path: &str| -> Result<reqwest::Url, String> {
-            let mut url = base.clone();
-            let prefix = url.path().trim_end_matches('/').to_string();
-            url.set_path(&format!("{prefix}{path}"));
-            Ok(url)
-        };
-        let mut write_url;
-        let auth;
-        match config.api {
-            InfluxApi::V1 => {
-                write_url = join("/write")?;
-                {
-                    let mut q = write_url.query_pairs_mut();
-                    q.append_pair("db", &config.database);
-                    if let Some(rp) = &config.retention_policy {
-                        q.append_pair("rp", rp);
-                    }
-                    q.append_pair("precision", "u");
-                }
-                auth = match &config.username {
-                    Some(user) => Auth::Basic {
-                        user: user.clone(),
-                        password: secret,
-                    },
-                    None if secret.is_some() => {
-                        return Err(format!("sink '{name}': a password is set but no username"));
-                    }
-                    None => Auth::None,
-                };
-            }
-            InfluxApi::V2 => {
-                let bucket = config.bucket.as_deref().ok_or_else(|| {
-                    format!("sink '{name}': api = \"v2\" needs bucket (and org for InfluxDB 2)")
-                })?;
-                write_url = join("/api/v2/write")?;
-                {
-                    let mut q = write_url.query_pairs_mut();
-                    if let Some(org) = &config.org {
-                        q.append_pair("org", org);
-                    }
-                    q.append_pair("bucket", bucket);
-                    q.append_pair("precision", "us");
-                }
-                auth = secret.map_or(Auth::None, Auth::Token);
-            }
-        }
-        let ping_url = join("/ping")?;
+        let api = api::from_config(name, config, secret)?;
+        let write_url = api.write_url(&base);
+        let ping_url = api::join(&base, "/ping");
         let mut tls =
             TlsOptions::default().danger_accept_invalid_certs(config.danger_accept_invalid_certs);
         if let Some(ca) = &config.ca_file {
@@ -139,7 +93,7 @@ impl InfluxSink {
             client,
             write_url,
             ping_url,
-            auth,
+            api,
             gzip: config.gzip,
             encoder,
             time: config.time_column,
@@ -148,14 +102,17 @@ impl InfluxSink {
     }
 
     fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
-        let req = self.client.request(method, url);
-        match &self.auth {
-            Auth::None => req,
-            Auth::Basic { user, password } => {
-                req.basic_auth(user, password.as_ref().map(Secret::expose))
-            }
-            Auth::Token(token) => req.header("Authorization", format!("Token {}", token.expose())),
-        }
+        self.api.authorize(self.client.request(method, url))
+    }
+
+    /// A request that got no answer: the server is unavailable (the runner retries).
+    fn unreachable(&self, e: &reqwest::Error) -> SinkError {
+        SinkError::Unavailable(format!(
+            "sink '{}': cannot reach {}: {}",
+            self.name,
+            self.target,
+            describe(e)
+        ))
     }
 
     /// Posts one body. `Ok(None)`: written; `Ok(Some(reason))`: a 400-class refusal of some
@@ -188,14 +145,7 @@ impl InfluxSink {
                 Some(again) if !first.is_timeout() => again.send().await,
                 _ => Err(first),
             }
-            .map_err(|e| {
-                SinkError::Unavailable(format!(
-                    "sink '{}': cannot reach {}: {}",
-                    self.name,
-                    self.target,
-                    describe(&e)
-                ))
-            })?,
+            .map_err(|e| self.unreachable(&e))?,
         };
         let status = resp.status();
         if status.is_success() {
@@ -220,8 +170,8 @@ impl InfluxSink {
         }
     }
 
-    /// Writes `lines` of `body`; on a refusal, splits until the bad lines stand alone.
-    /// Iterative (a stack of ranges) rather than recursive, to keep the future small.
+    /// Writes `lines` of `body` in one request; on a refusal, the splitter isolates the refused
+    /// lines (see [`crate::sink::split`]).
     async fn write_lines(
         &self,
         body: &str,
@@ -229,41 +179,44 @@ impl InfluxSink {
         rows: &[JournalRow],
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
-        let mut stack = vec![(0, lines.len())];
+        let mut split = Splitter::new(lines.len(), lines.len());
         let mut scratch = String::new();
-        while let Some((lo, hi)) = stack.pop() {
-            if lo == hi {
-                continue;
-            }
-            let part = &lines[lo..hi];
-            let refused = if lo == 0 && hi == lines.len() {
+        while let Some(part) = split.next_part() {
+            let refused = if part.len() == lines.len() {
                 self.post(body.as_bytes()).await?
             } else {
                 scratch.clear();
-                for l in part {
+                for l in &lines[part.clone()] {
                     scratch.push_str(&body[l.start..l.end]);
                 }
                 self.post(scratch.as_bytes()).await?
             };
             match refused {
-                None => report.written += part.len(),
-                Some(reason) if part.len() == 1 => {
-                    let row = &rows[part[0].row];
-                    report.rejected.push(Rejected {
-                        id: row.id,
-                        entity_id: row.entity_id.clone(),
-                        reason,
-                    });
-                }
-                Some(_) => {
-                    let mid = lo + part.len() / 2;
-                    // Left half first, so points are written in journal order.
-                    stack.push((mid, hi));
-                    stack.push((lo, mid));
-                }
+                None => split.written(part),
+                Some(reason) => split
+                    .refused(part, reason)
+                    .map_err(|e| self.every_point_refused(e))?,
             }
         }
+        let split = split.finish().map_err(|e| self.every_point_refused(e))?;
+        report.written += split.written;
+        for (i, reason) in split.refused {
+            let row = &rows[lines[i].row];
+            report.rejected.push(Rejected {
+                id: row.id,
+                entity_id: row.entity_id.clone(),
+                reason,
+            });
+        }
         Ok(())
+    }
+
+    fn every_point_refused(&self, e: SplitError) -> SinkError {
+        SinkError::Failed(format!(
+            "sink '{}': {} {e}, which points at the database or the server rather than the \
+             points; check the database's retention policy and its field types. The cursor is held",
+            self.name, self.target
+        ))
     }
 }
 
@@ -310,14 +263,7 @@ impl Sink for InfluxSink {
                 .request(reqwest::Method::GET, self.ping_url.clone())
                 .send()
                 .await
-                .map_err(|e| {
-                    SinkError::Unavailable(format!(
-                        "sink '{}': cannot reach {}: {}",
-                        self.name,
-                        self.target,
-                        describe(&e)
-                    ))
-                })?;
+                .map_err(|e| self.unreachable(&e))?;
             match resp.status().as_u16() {
                 200..=299 => Ok(()),
                 401 | 403 => Err(SinkError::Unauthorized(format!(
@@ -362,5 +308,79 @@ impl Sink for InfluxSink {
             }
             Ok(report)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A write endpoint on a free loopback port that refuses (400, as InfluxDB does for a field
+    /// type conflict) every body holding a point of entity `bad`; returns the sink's URL.
+    async fn fake_influx() -> String {
+        let app = axum::Router::new().route(
+            "/write",
+            axum::routing::post(|body: String| async move {
+                if body.contains("entity_id=bad ") {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        r#"{"error":"field type conflict"}"#,
+                    )
+                } else {
+                    (StatusCode::NO_CONTENT, "")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn rows(entities: &[&str]) -> Vec<JournalRow> {
+        (1..)
+            .zip(entities)
+            .map(|(id, entity)| JournalRow {
+                id,
+                instance: Arc::from("home"),
+                entity_id: format!("sensor.{entity}"),
+                state: "1".into(),
+                value: Some(1.0),
+                attributes: "{}".into(),
+                last_changed_us: id,
+                last_updated_us: id,
+                time_fired_us: Some(id),
+                context_id: None,
+                context_user_id: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn refused_points_are_isolated_but_a_batch_refused_whole_fails() {
+        let config: InfluxConfig =
+            toml::from_str(&format!("url = \"{}\"\ngzip = false", fake_influx().await)).unwrap();
+        let mut sink = InfluxSink::new("i", &config, None).unwrap();
+
+        let batch = rows(&["a", "b", "bad", "c", "d", "e", "bad", "f", "g", "h"]);
+        let report = sink.write(&batch).await.unwrap();
+        let ids: Vec<i64> = report.rejected.iter().map(|r| r.id).collect();
+        assert_eq!((report.written, ids), (8, vec![3, 7]));
+        assert!(report.rejected[0].reason.contains("field type conflict"));
+
+        // A few bad points on their own are dead-lettered, as bad points.
+        let report = sink.write(&rows(&["bad"; 3])).await.unwrap();
+        assert_eq!((report.written, report.rejected.len()), (0, 3));
+
+        // Every point of a larger batch refused: the server is at fault, the cursor is held.
+        let e = sink.write(&rows(&["bad"; 20])).await.unwrap_err();
+        assert!(
+            matches!(&e, SinkError::Failed(m) if m.contains("refused every row of the batch")),
+            "{e:?}"
+        );
     }
 }

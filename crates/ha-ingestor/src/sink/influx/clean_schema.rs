@@ -1,0 +1,366 @@
+//! The `clean` schema ([`CleanEncoder`]): this project's own, for new installs.
+//!
+//! Measurement `states` (dots replaced: InfluxDB 3 breaks on them), tags `domain`, full
+//! `entity_id` and `instance`, fields `state` (string, always) and `value` (float, when the state
+//! is numeric or on/off-like), and only the allowlisted attributes, each field with one type
+//! forever (a value that does not fit goes to `<field>_str`), so `field type conflict` cannot
+//! happen. Unlike HA it keeps `unknown`/`unavailable`/empty states (field `state` only, no
+//! `value`): they are real history (outages), and clean mode is lossless.
+
+use std::fmt::{self, Write as _};
+
+use super::Encoded;
+use super::config::{CleanSchemaOptions, FieldType};
+use super::escape::{Escaper, write_quoted};
+use super::python::{Py, parse_attributes, py_float, write_py_float};
+use crate::sink::config::TimeColumn;
+use crate::sink::journal::JournalRow;
+
+/// Encodes rows in the clean schema (see the module docs).
+pub struct CleanEncoder {
+    /// Already escaped.
+    measurement: String,
+    attributes: Vec<CleanAttr>,
+}
+
+struct CleanAttr {
+    /// The attribute's name in HA.
+    name: String,
+    /// The field name (escaped); `state`, `value` and `time` become `<name>_attr`.
+    field: String,
+    pin: Option<FieldType>,
+}
+
+impl CleanEncoder {
+    /// Checks the options; errors name the option (a pinned field that is not allowlisted, two
+    /// attributes that would write the same field, an empty name).
+    pub fn new(opts: &CleanSchemaOptions) -> Result<Self, String> {
+        let measurement = opts.measurement.as_deref().unwrap_or("states");
+        if measurement.is_empty() {
+            return Err("clean.measurement: empty; leave it out for the default 'states'".into());
+        }
+        let mut escaped = String::new();
+        let _ = Escaper::tag(&mut escaped).write_str(&measurement.replace('.', "_"));
+        for name in opts.field_types.keys() {
+            if !opts.attributes.contains(name) {
+                return Err(format!(
+                    "clean.field_types: '{name}' is not in clean.attributes; add it there (field_types pins attribute fields)"
+                ));
+            }
+        }
+        let mut attributes: Vec<CleanAttr> = Vec::new();
+        // Every field name a row can get, to refuse two attributes writing the same field.
+        let mut names: Vec<String> = vec!["state".into(), "value".into()];
+        for name in &opts.attributes {
+            if name.is_empty() {
+                return Err("clean.attributes: an attribute name is empty".into());
+            }
+            if attributes.iter().any(|a| a.name == *name) {
+                return Err(format!("clean.attributes: '{name}' is listed twice"));
+            }
+            let field = match name.as_str() {
+                "state" | "value" | "time" => format!("{name}_attr"),
+                _ => name.clone(),
+            };
+            for candidate in [field.clone(), format!("{field}_str")] {
+                if names.contains(&candidate) {
+                    return Err(format!(
+                        "clean.attributes: '{name}' would write field '{candidate}', which another field already uses"
+                    ));
+                }
+                names.push(candidate);
+            }
+            let mut escaped_field = String::new();
+            let _ = Escaper::tag(&mut escaped_field).write_str(&field);
+            attributes.push(CleanAttr {
+                name: name.clone(),
+                field: escaped_field,
+                pin: opts.field_types.get(name).copied(),
+            });
+        }
+        Ok(CleanEncoder {
+            measurement: escaped,
+            attributes,
+        })
+    }
+
+    /// Appends the line for `row` (timestamp in microseconds). Always [`Encoded::Written`].
+    pub fn encode(&self, row: &JournalRow, time: TimeColumn, out: &mut String) -> Encoded {
+        out.push_str(&self.measurement);
+        for (k, v) in [
+            ("domain", row.domain()),
+            ("entity_id", row.entity_id.as_str()),
+            ("instance", &*row.instance),
+        ] {
+            if !v.is_empty() {
+                out.push(',');
+                out.push_str(k);
+                out.push('=');
+                let _ = Escaper::tag(out).write_str(v);
+            }
+        }
+        out.push_str(" state=");
+        write_quoted(out, &row.state);
+        if let Some(v) = row.value.filter(|v| v.is_finite()) {
+            out.push_str(",value=");
+            let _ = write_py_float(out, v);
+        }
+        if !self.attributes.is_empty() {
+            for (key, value) in &parse_attributes(&row.attributes) {
+                if let Some(a) = self.attributes.iter().find(|a| a.name == *key) {
+                    a.write(value, out);
+                }
+            }
+        }
+        let _ = writeln!(out, " {}", time.micros(row));
+        Encoded::Written
+    }
+}
+
+impl CleanAttr {
+    /// `,<field>=<typed value>`, or `,<field>_str="..."` when the value does not fit the field's
+    /// type. Null writes nothing (the attribute is absent).
+    fn write(&self, value: &Py<'_>, out: &mut String) {
+        enum Typed<'v> {
+            Float(f64),
+            Int(i64),
+            Bool(bool),
+            Text(&'v Py<'v>),
+        }
+        let typed = match (self.pin, value) {
+            (_, Py::None) => return,
+            (Some(FieldType::String), v) => Some(Typed::Text(v)),
+            (Some(FieldType::Int), v) => v.integer().map(Typed::Int),
+            (Some(FieldType::Bool), Py::Bool(b)) => Some(Typed::Bool(*b)),
+            (Some(FieldType::Bool), _) => None,
+            (Some(FieldType::Float), Py::Str(s)) => {
+                py_float(s).filter(|f| f.is_finite()).map(Typed::Float)
+            }
+            (None | Some(FieldType::Float), v) => v.number().map(Typed::Float),
+        };
+        let Some(typed) = typed else {
+            return self.write_str_field(value, out);
+        };
+        out.push(',');
+        out.push_str(&self.field);
+        out.push('=');
+        match typed {
+            Typed::Float(f) => {
+                let _ = write_py_float(out, f);
+            }
+            Typed::Int(i) => {
+                let _ = write!(out, "{i}i");
+            }
+            Typed::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+            Typed::Text(v) => write_json_text(out, v),
+        }
+    }
+
+    fn write_str_field(&self, value: &Py<'_>, out: &mut String) {
+        out.push(',');
+        out.push_str(&self.field);
+        out.push_str("_str=");
+        write_json_text(out, value);
+    }
+}
+
+/// A quoted string field: strings as they are, anything else as compact JSON.
+fn write_json_text(out: &mut String, value: &Py<'_>) {
+    match value {
+        Py::Str(s) => write_quoted(out, s),
+        v => {
+            out.push('"');
+            let _ = write_json(&mut Escaper::string(out), v);
+            out.push('"');
+        }
+    }
+}
+
+fn write_json(w: &mut impl fmt::Write, v: &Py<'_>) -> fmt::Result {
+    match v {
+        Py::None => w.write_str("null"),
+        Py::Bool(b) => w.write_str(if *b { "true" } else { "false" }),
+        Py::Int(i) => write!(w, "{i}"),
+        Py::UInt(u) => write!(w, "{u}"),
+        Py::Float(f) => write_py_float(w, *f),
+        Py::Str(s) => w.write_str(&serde_json::to_string(s.as_ref()).unwrap_or_default()),
+        Py::List(items) => {
+            w.write_char('[')?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                write_json(w, item)?;
+            }
+            w.write_char(']')
+        }
+        Py::Dict(entries) => {
+            w.write_char('{')?;
+            for (i, (k, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                w.write_str(&serde_json::to_string(k.as_ref()).unwrap_or_default())?;
+                w.write_char(':')?;
+                write_json(w, item)?;
+            }
+            w.write_char('}')
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::influx::testing::{clean, encode_clean, row};
+    use std::sync::Arc;
+
+    #[test]
+    fn clean_defaults() {
+        let c = clean("");
+        let lines: Vec<String> = [
+            row(
+                "sensor.living_room_temperature",
+                "21.5",
+                r#"{"unit_of_measurement":"°C"}"#,
+            ),
+            row("light.kitchen", "on", r#"{"brightness":255}"#),
+            row("climate.hall", "heat", "{}"),
+            // Kept, unlike HA mode: an outage is history too.
+            row("sensor.t", "unavailable", "{}"),
+            row("sensor.t", "unknown", "{}"),
+            row("sensor.t", "", "{}"),
+            row("sensor.t", "nan", "{}"),
+        ]
+        .iter()
+        .map(|r| encode_clean(&c, r))
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                "states,domain=sensor,entity_id=sensor.living_room_temperature,instance=home state=\"21.5\",value=21.5 1700000000123456\n",
+                "states,domain=light,entity_id=light.kitchen,instance=home state=\"on\",value=1.0 1700000000123456\n",
+                "states,domain=climate,entity_id=climate.hall,instance=home state=\"heat\" 1700000000123456\n",
+                "states,domain=sensor,entity_id=sensor.t,instance=home state=\"unavailable\" 1700000000123456\n",
+                "states,domain=sensor,entity_id=sensor.t,instance=home state=\"unknown\" 1700000000123456\n",
+                "states,domain=sensor,entity_id=sensor.t,instance=home state=\"\" 1700000000123456\n",
+                "states,domain=sensor,entity_id=sensor.t,instance=home state=\"nan\" 1700000000123456\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn clean_measurement_and_instance_are_escaped() {
+        let c = clean("measurement = \"ha.states v2\"");
+        let mut r = row("sensor.t", "say \"hi\"\\", "{}");
+        r.instance = Arc::from("main house,1");
+        assert_eq!(
+            encode_clean(&c, &r),
+            "ha_states\\ v2,domain=sensor,entity_id=sensor.t,instance=main\\ house\\,1 state=\"say \\\"hi\\\"\\\\\" 1700000000123456\n"
+        );
+        r.instance = Arc::from("");
+        assert!(
+            encode_clean(&c, &r)
+                .starts_with("ha_states\\ v2,domain=sensor,entity_id=sensor.t state=")
+        );
+    }
+
+    #[test]
+    fn clean_attribute_allowlist_in_json_order() {
+        let c = clean(
+            r#"attributes = ["friendly_name", "brightness", "rgb_color", "on", "missing", "gone"]"#,
+        );
+        let r = row(
+            "light.kitchen",
+            "on",
+            r#"{"rgb_color":[255,200,100],"icon":"mdi:x","brightness":255,"friendly_name":"Kit \"chen\"","on":true,"gone":null,"supported_features":40}"#,
+        );
+        assert_eq!(
+            encode_clean(&c, &r),
+            "states,domain=light,entity_id=light.kitchen,instance=home state=\"on\",value=1.0,\
+             rgb_color_str=\"[255,200,100]\",brightness=255.0,friendly_name_str=\"Kit \\\"chen\\\"\",on=1.0 1700000000123456\n"
+        );
+    }
+
+    #[test]
+    fn clean_type_pinning_keeps_each_field_one_type() {
+        let c = clean(
+            r#"attributes = ["f", "i", "b", "s"]
+               [field_types]
+               f = "float"
+               i = "int"
+               b = "bool"
+               s = "string""#,
+        );
+        let line = |attrs: &str| {
+            let out = encode_clean(&c, &row("sensor.x", "x", attrs));
+            let fields = out.split(' ').nth(1).unwrap().to_string();
+            fields.strip_prefix("state=\"x\"").unwrap().to_string()
+        };
+        // Values that fit.
+        assert_eq!(
+            line(r#"{"f":1,"i":2,"b":true,"s":"t"}"#),
+            r#",f=1.0,i=2i,b=true,s="t""#
+        );
+        assert_eq!(
+            line(r#"{"f":" 2.5 ","i":3.0,"b":false,"s":4}"#),
+            r#",f=2.5,i=3i,b=false,s="4""#
+        );
+        assert_eq!(
+            line(r#"{"f":true,"i":"-7","s":[1,"a"]}"#),
+            r#",f=1.0,i=-7i,s="[1,\"a\"]""#
+        );
+        // Values that do not: to `<field>_str`, never into the typed field.
+        assert_eq!(
+            line(r#"{"f":"warm","i":2.5,"b":"on","s":null}"#),
+            r#",f_str="warm",i_str="2.5",b_str="on""#
+        );
+        assert_eq!(
+            line(r#"{"f":"nan","i":9223372036854775808,"b":1}"#),
+            r#",f_str="nan",i_str="9223372036854775808",b_str="1""#
+        );
+        assert_eq!(
+            line(r#"{"i":true,"f":{"a":1}}"#),
+            r#",i_str="true",f_str="{\"a\":1}""#
+        );
+        // Unpinned: numbers and bools are floats, everything else text.
+        let c = clean(r#"attributes = ["a"]"#);
+        let field = |attrs: &str| {
+            let out = encode_clean(&c, &row("sensor.x", "x", attrs));
+            out.split(' ')
+                .nth(1)
+                .unwrap()
+                .trim_start_matches("state=\"x\"")
+                .to_string()
+        };
+        assert_eq!(field(r#"{"a":3}"#), ",a=3.0");
+        assert_eq!(field(r#"{"a":1e-7}"#), ",a=1e-07");
+        assert_eq!(field(r#"{"a":false}"#), ",a=0.0");
+        assert_eq!(field(r#"{"a":"3"}"#), r#",a_str="3""#);
+        assert_eq!(field(r#"{"a":"line\nbreak"}"#), r#",a_str="line\nbreak""#);
+        assert_eq!(field(r#"{"a":null}"#), "");
+    }
+
+    #[test]
+    fn clean_reserved_names_and_option_errors() {
+        let c = clean(r#"attributes = ["value", "state", "time"]"#);
+        let out = encode_clean(
+            &c,
+            &row("sensor.x", "5", r#"{"value":1,"state":"s","time":2}"#),
+        );
+        assert_eq!(
+            out,
+            "states,domain=sensor,entity_id=sensor.x,instance=home state=\"5\",value=5.0,value_attr=1.0,state_attr_str=\"s\",time_attr=2.0 1700000000123456\n"
+        );
+        let err = |toml: &str| {
+            CleanEncoder::new(&toml::from_str(toml).unwrap())
+                .err()
+                .unwrap()
+        };
+        assert!(err(r#"attributes = ["x", "x_str"]"#).starts_with("clean.attributes: 'x_str'"));
+        assert!(err(r#"attributes = ["a", "a"]"#).contains("listed twice"));
+        assert!(err(r#"attributes = [""]"#).starts_with("clean.attributes"));
+        assert!(err("[field_types]\nx = \"int\"").starts_with("clean.field_types: 'x'"));
+        assert!(err(r#"measurement = """#).starts_with("clean.measurement"));
+    }
+}

@@ -1,0 +1,501 @@
+//! The PostgreSQL sink itself: the connection (made and migrated in [`Sink::prepare`], dropped
+//! and made again after a failure), the entity dictionary of the normalized layout, and writes
+//! in chunks, a refused chunk split until the refused rows stand alone.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use ha_client::Secret;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::config::{PostgresConfig, PostgresSchema};
+use super::errors::{Class, ErrorContext, classify, error_text};
+use super::migrations;
+use super::rows::{
+    LTSS_INSERT, LTSS_INSERT_LOCATION, LtssColumns, NORMALIZED_INSERT, NormalizedColumns,
+    PreparedRow, no_nul,
+};
+use crate::sink::config::TimeColumn;
+use crate::sink::split::{SplitError, Splitter};
+use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
+
+/// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
+const CHUNK_ROWS: usize = 5000;
+
+/// How long one write statement may take before the connection is given up as hung.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connect timeout when the dsn sets none (tokio-postgres waits forever by default).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The normalized layout's entity dictionary: adds the entities it lacks (then [`ENTITY_LOOKUP`]
+/// reads their ids).
+const ENTITY_UPSERT: &str = "
+INSERT INTO ha_entities (instance, entity_id, domain)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+ON CONFLICT (instance, entity_id) DO NOTHING";
+
+/// The `ha_entities` ids of (instance, entity id) pairs.
+const ENTITY_LOOKUP: &str = "
+SELECT e.id, e.instance, e.entity_id
+FROM ha_entities e JOIN unnest($1::text[], $2::text[]) AS u(instance, entity_id)
+     ON e.instance = u.instance AND e.entity_id = u.entity_id";
+
+/// A live connection and its prepared statements.
+struct Conn {
+    client: Client,
+    /// The task driving the socket; aborted when the connection is dropped.
+    task: tokio::task::JoinHandle<()>,
+    insert: Statement,
+    /// Normalized layout only.
+    entity_upsert: Option<Statement>,
+    entity_lookup: Option<Statement>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes journal rows to PostgreSQL or TimescaleDB. Not `Debug`: its connection settings hold
+/// the password.
+pub struct PostgresSink {
+    /// The sink's name and server, for messages.
+    ctx: ErrorContext,
+    /// The parsed dsn, with the password set.
+    pg: tokio_postgres::Config,
+    schema: PostgresSchema,
+    time_column: TimeColumn,
+    timescaledb: bool,
+    conn: Option<Conn>,
+    /// `ha_entities.id` by instance and entity id; cleared on every reconnect.
+    entities: HashMap<Arc<str>, HashMap<String, i32>>,
+    /// LTSS layout: whether the table has PostGIS' `location` column.
+    ltss_location: bool,
+    /// The first successful `prepare` logs at info, later ones (reconnects) at debug.
+    announced: bool,
+}
+
+impl PostgresSink {
+    /// Builds the sink; `password` is read by the caller from `password_file` or `password_env`.
+    /// Nothing connects yet: [`Sink::prepare`] does.
+    pub fn new(
+        name: &str,
+        config: &PostgresConfig,
+        password: Option<Secret>,
+    ) -> Result<Self, String> {
+        // The parse error never echoes the dsn, so a password put there does not leak.
+        let mut pg = tokio_postgres::Config::from_str(&config.dsn).map_err(|e| {
+            format!(
+                "sink '{name}': dsn is not a valid connection string ({e}); use e.g. \
+                 \"host=127.0.0.1 port=5432 user=ha dbname=ha\""
+            )
+        })?;
+        if let Some(password) = password {
+            if pg.get_password().is_some() {
+                return Err(format!(
+                    "sink '{name}': the dsn holds a password and password_file/password_env is set \
+                     too; keep it only in password_file or password_env"
+                ));
+            }
+            pg.password(password.expose());
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("ha-ingestor");
+        }
+        Ok(PostgresSink {
+            ctx: ErrorContext::new(name, &pg),
+            pg,
+            schema: config.schema,
+            time_column: config.time_column,
+            timescaledb: config.timescaledb,
+            conn: None,
+            entities: HashMap::new(),
+            ltss_location: false,
+            announced: false,
+        })
+    }
+
+    /// Where the sink writes, as messages show it (no password).
+    pub fn target(&self) -> &str {
+        &self.ctx.target
+    }
+
+    /// Connects, migrates and prepares the statements.
+    async fn connect(&mut self) -> Result<(), SinkError> {
+        self.conn = None;
+        // Ids are cached per connection: a reconnect may follow a restore or a truncated table.
+        self.entities.clear();
+        if !matches!(self.pg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+            return Err(SinkError::Failed(format!(
+                "sink '{}': the dsn asks for sslmode=require, but TLS to PostgreSQL is not \
+                 supported yet; use sslmode=disable or prefer, over the unix socket, loopback or \
+                 a tunnel (SSH, VPN) you trust",
+                self.ctx.name
+            )));
+        }
+        let (mut client, connection) = self
+            .pg
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.ctx.error("connecting", &e))?;
+        let sink = self.ctx.name.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(sink = %sink, error = %e, "PostgreSQL connection ended");
+            }
+        });
+
+        let migrated =
+            migrations::migrate(&mut client, self.schema, self.timescaledb, &self.ctx).await?;
+        let table = migrated.table;
+        self.ltss_location = migrated.ltss_location;
+
+        let insert_sql = match self.schema {
+            PostgresSchema::Normalized => NORMALIZED_INSERT,
+            PostgresSchema::Ltss if self.ltss_location => LTSS_INSERT_LOCATION,
+            PostgresSchema::Ltss => LTSS_INSERT,
+        };
+        let insert = client.prepare(insert_sql).await.map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_COLUMN_REFERENCE) {
+                // 42P10: no unique constraint to match ON CONFLICT, i.e. an LTSS 1.x table.
+                SinkError::Failed(format!(
+                    "sink '{}': table {table} on PostgreSQL at {} has no primary key the sink can \
+                     deduplicate on ({}); upgrade it with LTSS 2.x's migration, or remove duplicates \
+                     and run ALTER TABLE ltss ADD PRIMARY KEY (time, entity_id)",
+                    self.ctx.name,
+                    self.ctx.target,
+                    error_text(&e)
+                ))
+            } else {
+                self.ctx.error("preparing the insert", &e)
+            }
+        })?;
+        let (entity_upsert, entity_lookup) = if self.schema == PostgresSchema::Normalized {
+            let upsert = client.prepare(ENTITY_UPSERT).await;
+            let lookup = client.prepare(ENTITY_LOOKUP).await;
+            (
+                Some(upsert.map_err(|e| self.ctx.error("preparing statements", &e))?),
+                Some(lookup.map_err(|e| self.ctx.error("preparing statements", &e))?),
+            )
+        } else {
+            (None, None)
+        };
+
+        let level_info = !self.announced;
+        self.announced = true;
+        let (schema, location) = (
+            match self.schema {
+                PostgresSchema::Normalized => "normalized",
+                PostgresSchema::Ltss => "ltss",
+            },
+            self.ltss_location,
+        );
+        if level_info {
+            tracing::info!(sink = %self.ctx.name, target = %self.ctx.target, schema, timescaledb = migrated.timescale, location, "PostgreSQL sink ready");
+        } else {
+            tracing::debug!(sink = %self.ctx.name, target = %self.ctx.target, "PostgreSQL sink reconnected");
+        }
+        self.conn = Some(Conn {
+            client,
+            task,
+            insert,
+            entity_upsert,
+            entity_lookup,
+        });
+        Ok(())
+    }
+
+    async fn write_rows(&mut self, rows: &[JournalRow]) -> Result<WriteReport, SinkError> {
+        if self.conn.is_none() {
+            return Err(SinkError::Unavailable(format!(
+                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
+                self.ctx.name, self.ctx.target
+            )));
+        }
+        let mut report = WriteReport::default();
+        let mut prepared = Vec::with_capacity(rows.len());
+        for row in rows {
+            if self.schema == PostgresSchema::Ltss && row.state == "unknown" {
+                // LTSS records every state but `unknown`; this layout promises LTSS's rows.
+                report.skipped += 1;
+                continue;
+            }
+            match PreparedRow::new(row, self.time_column, self.ltss_location) {
+                Ok(p) => prepared.push(p),
+                Err(reason) => report.rejected.push(Rejected {
+                    id: row.id,
+                    entity_id: row.entity_id.clone(),
+                    reason,
+                }),
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(report);
+        }
+        if self.schema == PostgresSchema::Normalized {
+            self.resolve_entities(&mut prepared).await?;
+        }
+
+        // Chunks in order, each split in halves on a data error until the bad rows stand alone.
+        let mut split = Splitter::new(prepared.len(), CHUNK_ROWS);
+        while let Some(part) = split.next_part() {
+            match self.insert(&prepared[part.clone()]).await {
+                Ok(()) => split.written(part),
+                Err((Class::Data, detail)) => {
+                    if let Err(e) = split.refused(part, detail) {
+                        return Err(self.every_row_refused(e));
+                    }
+                }
+                Err((class, detail)) => {
+                    // Reconnect in `prepare`: after a failure the connection may be half dead.
+                    self.conn = None;
+                    if class == Class::StaleEntity {
+                        self.entities.clear();
+                    }
+                    return Err(self.ctx.error_of("writing", class, &detail));
+                }
+            }
+        }
+        let split = match split.finish() {
+            Ok(split) => split,
+            Err(e) => return Err(self.every_row_refused(e)),
+        };
+        report.written += split.written;
+        for (i, reason) in split.refused {
+            let row = prepared[i].row;
+            report.rejected.push(Rejected {
+                id: row.id,
+                entity_id: row.entity_id.clone(),
+                reason,
+            });
+        }
+        Ok(report)
+    }
+
+    fn every_row_refused(&mut self, e: SplitError) -> SinkError {
+        self.conn = None;
+        SinkError::Failed(format!(
+            "sink '{}': PostgreSQL at {} {e}, which points at the table's definition rather \
+             than the data; check the table's columns against the sink's schema. The cursor is \
+             held",
+            self.ctx.name, self.ctx.target,
+        ))
+    }
+
+    /// One `INSERT` of `rows`; the error's class and the server's words.
+    async fn insert(&self, rows: &[PreparedRow<'_>]) -> Result<(), (Class, String)> {
+        let conn = self.conn.as_ref().expect("connected");
+        let fut = async {
+            match self.schema {
+                PostgresSchema::Normalized => {
+                    let c = NormalizedColumns::new(rows);
+                    conn.client.execute(&conn.insert, &c.params()).await
+                }
+                PostgresSchema::Ltss => {
+                    let c = LtssColumns::new(rows);
+                    let params = c.params();
+                    let n = if self.ltss_location { 6 } else { 4 };
+                    conn.client.execute(&conn.insert, &params[..n]).await
+                }
+            }
+        };
+        match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err((classify(&e), error_text(&e))),
+            Err(_) => Err((
+                Class::Unavailable,
+                format!("no answer within {}s", STATEMENT_TIMEOUT.as_secs()),
+            )),
+        }
+    }
+
+    /// Fills `entity` in every row, creating the `ha_entities` rows the cache lacks.
+    async fn resolve_entities<'a>(
+        &mut self,
+        rows: &mut [PreparedRow<'a>],
+    ) -> Result<(), SinkError> {
+        let mut missing: Vec<&'a JournalRow> = rows
+            .iter()
+            .map(|p| p.row)
+            .filter(|r| self.cached_entity(&r.instance, &r.entity_id).is_none())
+            .collect();
+        if !missing.is_empty() {
+            // Sorted, so two ingestors inserting the same new entities lock them in one order.
+            missing.sort_unstable_by(|a, b| {
+                (&*a.instance, &a.entity_id).cmp(&(&*b.instance, &b.entity_id))
+            });
+            missing.dedup_by(|a, b| a.instance == b.instance && a.entity_id == b.entity_id);
+            let instances: Vec<Cow<str>> = missing.iter().map(|r| no_nul(&r.instance)).collect();
+            let ids: Vec<Cow<str>> = missing.iter().map(|r| no_nul(&r.entity_id)).collect();
+            let domains: Vec<Cow<str>> = missing.iter().map(|r| no_nul(r.domain())).collect();
+            let conn = self.conn.as_ref().expect("connected");
+            let (upsert, lookup) = (
+                conn.entity_upsert.as_ref().expect("normalized"),
+                conn.entity_lookup.as_ref().expect("normalized"),
+            );
+            let fut = async {
+                conn.client
+                    .execute(upsert, &[&instances, &ids, &domains])
+                    .await?;
+                conn.client.query(lookup, &[&instances, &ids]).await
+            };
+            let found = match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    let class = match classify(&e) {
+                        // No single row is to blame for a failed dictionary insert.
+                        Class::Data => Class::Failed,
+                        c => c,
+                    };
+                    self.conn = None;
+                    return Err(self
+                        .ctx
+                        .error_of("storing entities", class, &error_text(&e)));
+                }
+                Err(_) => {
+                    self.conn = None;
+                    return Err(self.ctx.error_of(
+                        "storing entities",
+                        Class::Unavailable,
+                        &format!("no answer within {}s", STATEMENT_TIMEOUT.as_secs()),
+                    ));
+                }
+            };
+            // The server knows the names without NULs; map them back to the journal's names.
+            let mut by_name: HashMap<(String, String), i32> = HashMap::with_capacity(found.len());
+            for r in &found {
+                by_name.insert((r.get(1), r.get(2)), r.get(0));
+            }
+            for (i, r) in missing.iter().enumerate() {
+                let key = (instances[i].to_string(), ids[i].to_string());
+                if let Some(&id) = by_name.get(&key) {
+                    self.entities
+                        .entry(r.instance.clone())
+                        .or_default()
+                        .insert(r.entity_id.clone(), id);
+                }
+            }
+        }
+        for p in rows.iter_mut() {
+            p.entity = self
+                .cached_entity(&p.row.instance, &p.row.entity_id)
+                .ok_or_else(|| {
+                    SinkError::Failed(format!(
+                        "sink '{}': PostgreSQL at {} stored entity {} but did not return its id",
+                        self.ctx.name, self.ctx.target, p.row.entity_id
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    fn cached_entity(&self, instance: &str, entity_id: &str) -> Option<i32> {
+        self.entities.get(instance)?.get(entity_id).copied()
+    }
+}
+
+impl Sink for PostgresSink {
+    fn prepare(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let result = self.connect().await;
+            if result.is_err() {
+                self.conn = None;
+            }
+            result
+        })
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        rows: &'a [JournalRow],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        Box::pin(self.write_rows(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::postgres::rows::tests::row;
+
+    fn config(dsn: &str) -> PostgresConfig {
+        PostgresConfig {
+            dsn: dsn.into(),
+            password_file: None,
+            password_env: None,
+            schema: PostgresSchema::Normalized,
+            time_column: TimeColumn::TimeFired,
+            timescaledb: true,
+        }
+    }
+
+    #[test]
+    fn the_password_never_shows() {
+        let sink = PostgresSink::new(
+            "pg",
+            &config("host=127.0.0.1 user=ha"),
+            Some(Secret::new("hunter2")),
+        )
+        .unwrap();
+        assert_eq!(sink.target(), "127.0.0.1:5432/ha (user ha)");
+        assert_eq!(sink.pg.get_password(), Some(&b"hunter2"[..]));
+        for class in [Class::Unavailable, Class::Unauthorized, Class::Failed] {
+            assert!(
+                !sink
+                    .ctx
+                    .error_of("x", class, "y")
+                    .to_string()
+                    .contains("hunter2")
+            );
+        }
+        // A password in both places is refused, without echoing either.
+        let err = PostgresSink::new(
+            "pg",
+            &config("host=127.0.0.1 user=ha password=s3cret"),
+            Some(Secret::new("hunter2")),
+        )
+        .err()
+        .unwrap();
+        assert!(!err.contains("s3cret") && !err.contains("hunter2"), "{err}");
+        let err = PostgresSink::new("pg", &config("host=127.0.0.1 port=x password=s3cret"), None)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("sink 'pg'") && !err.contains("s3cret"),
+            "{err}"
+        );
+    }
+    #[tokio::test]
+    async fn tls_is_refused_clearly() {
+        let mut sink = PostgresSink::new(
+            "pg",
+            &config("host=127.0.0.1 port=1 user=ha sslmode=require"),
+            None,
+        )
+        .unwrap();
+        let e = sink.prepare().await.unwrap_err();
+        let SinkError::Failed(text) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            text.contains("TLS to PostgreSQL is not supported yet"),
+            "{text}"
+        );
+    }
+    #[tokio::test]
+    async fn write_before_prepare_is_unavailable() {
+        let mut sink = PostgresSink::new("pg", &config("host=127.0.0.1 port=1"), None).unwrap();
+        let e = sink.write(&[row(1)]).await.unwrap_err();
+        assert!(matches!(e, SinkError::Unavailable(_)), "{e:?}");
+    }
+}
