@@ -181,6 +181,7 @@ impl InfluxSink {
     ) -> Result<(), SinkError> {
         let mut split = Splitter::new(lines.len(), lines.len());
         let mut scratch = String::new();
+        let mut dropped = 0;
         while let Some(part) = split.next_part() {
             let refused = if part.len() == lines.len() {
                 self.post(body.as_bytes()).await?
@@ -193,13 +194,26 @@ impl InfluxSink {
             };
             match refused {
                 None => split.written(part),
-                Some(reason) => split
-                    .refused(part, reason)
-                    .map_err(|e| self.every_point_refused(e))?,
+                Some(reason) => match dropped_by_retention(&reason) {
+                    // Not a refusal: the rest was written, and those points are older than the
+                    // database keeps (a new sink replaying an old journal). No dead letters, and
+                    // no "every row refused" guard: the sink must move on.
+                    Some(n) => {
+                        dropped += n.min(part.len());
+                        split.written(part);
+                    }
+                    None => split
+                        .refused(part, reason)
+                        .map_err(|e| self.every_point_refused(e))?,
+                },
             }
         }
         let split = split.finish().map_err(|e| self.every_point_refused(e))?;
-        report.written += split.written;
+        if dropped > 0 {
+            tracing::warn!(sink = %self.name, points = dropped, "InfluxDB dropped points older than the database's retention policy");
+        }
+        report.written += split.written - dropped;
+        report.skipped += dropped;
         for (i, reason) in split.refused {
             let row = &rows[lines[i].row];
             report.rejected.push(Rejected {
@@ -239,6 +253,16 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// InfluxDB answers errors as `{"error":"..."}`; keep just the message.
+/// InfluxDB 1.x's answer when it wrote a body except `n` points older than the database's
+/// retention policy: `partial write: points beyond retention policy dropped=<n>`.
+fn dropped_by_retention(reason: &str) -> Option<usize> {
+    reason
+        .strip_prefix("partial write: points beyond retention policy dropped=")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn server_message(text: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -325,13 +349,20 @@ mod tests {
         let app = axum::Router::new().route(
             "/write",
             axum::routing::post(|body: String| async move {
+                if body.contains("entity_id=old ") {
+                    // InfluxDB 1.x writes the rest and says how many it dropped.
+                    let n = body.matches("entity_id=old ").count();
+                    let error =
+                        format!("partial write: points beyond retention policy dropped={n}");
+                    return (StatusCode::BAD_REQUEST, format!(r#"{{"error":"{error}"}}"#));
+                }
                 if body.contains("entity_id=bad ") {
                     (
                         StatusCode::BAD_REQUEST,
-                        r#"{"error":"field type conflict"}"#,
+                        r#"{"error":"field type conflict"}"#.to_string(),
                     )
                 } else {
-                    (StatusCode::NO_CONTENT, "")
+                    (StatusCode::NO_CONTENT, String::new())
                 }
             }),
         );
@@ -375,6 +406,19 @@ mod tests {
         // A few bad points on their own are dead-lettered, as bad points.
         let report = sink.write(&rows(&["bad"; 3])).await.unwrap();
         assert_eq!((report.written, report.rejected.len()), (0, 3));
+
+        // Points beyond the retention policy are dropped by the server, not refused: skipped,
+        // never dead-lettered, and a batch of only such points does not stop the sink.
+        let report = sink.write(&rows(&["a", "old", "b", "old"])).await.unwrap();
+        assert_eq!(
+            (report.written, report.skipped, report.rejected.len()),
+            (2, 2, 0)
+        );
+        let report = sink.write(&rows(&["old"; 20])).await.unwrap();
+        assert_eq!(
+            (report.written, report.skipped, report.rejected.len()),
+            (0, 20, 0)
+        );
 
         // Every point of a larger batch refused: the server is at fault, the cursor is held.
         let e = sink.write(&rows(&["bad"; 20])).await.unwrap_err();
