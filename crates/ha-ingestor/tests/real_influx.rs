@@ -302,3 +302,109 @@ async fn a_wrong_password_is_refused_holds_the_cursor_and_is_never_shown() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn events_reach_the_clean_schema_and_never_the_ha_compatible_one() {
+    let base = env("HA_INGESTOR_INFLUX_URL");
+    let (clean_db, ha_db) = (unique("events_clean"), unique("events_ha"));
+    create_database(&base, &clean_db).await;
+    create_database(&base, &ha_db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = t(0); // t() moves with the clock: one base for the records and the checks
+    let at = |i: i64| t0 + i * 1000;
+    let mut records = vec![state(
+        "sensor.events_probe",
+        "1",
+        at(0),
+        r#"{"unit_of_measurement":"W"}"#,
+    )];
+    for i in 0..30 {
+        let kind = if i % 3 == 0 {
+            "call_service"
+        } else {
+            "automation_triggered"
+        };
+        records.push(event(
+            kind,
+            t(1 + i),
+            &format!(r#"{{"seq":{i},"name":"a \"b\""}}"#),
+        ));
+    }
+    let journal = journal(dir.path(), &records);
+    let sink = |name: &str, db: &str, schema: &str| {
+        sink_config(&format!(
+            r#"
+            [[sink]]
+            name = "{name}"
+            [sink.influxdb]
+            url = "{base}"
+            database = "{db}"
+            schema = "{schema}"
+            "#
+        ))
+    };
+    let clean = start(&sink("clean", &clean_db, "clean"), &journal);
+    let ha = start(&sink("ha", &ha_db, "ha"), &journal);
+    clean.caught_up(WAIT).await;
+    ha.caught_up(WAIT).await;
+    // Run the clean sink's batch again from scratch: InfluxDB overwrites, nothing doubles.
+    clean.stop().await;
+    rusqlite::Connection::open(&journal)
+        .unwrap()
+        .execute(
+            "UPDATE sink_cursors SET last_id = 0 WHERE sink = 'clean'",
+            [],
+        )
+        .unwrap();
+    let clean = start(&sink("clean", &clean_db, "clean"), &journal);
+    clean.caught_up(WAIT).await;
+
+    let per_type = influxql(
+        &base,
+        &clean_db,
+        "SELECT count(\"data\") FROM \"events\" GROUP BY \"event_type\"",
+    )
+    .await;
+    let mut counts: Vec<(String, i64)> = per_type["results"][0]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["tags"]["event_type"].as_str().unwrap().to_string(),
+                s["values"][0][1].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            ("automation_triggered".into(), 20),
+            ("call_service".into(), 10)
+        ]
+    );
+    let one = influxql(
+        &base,
+        &clean_db,
+        "SELECT \"data\", \"context_id\", \"origin\" FROM \"events\" WHERE \"event_type\" = 'call_service' LIMIT 1",
+    )
+    .await;
+    let values = &one["results"][0]["series"][0]["values"][0];
+    assert_eq!(values[1], r#"{"seq":0,"name":"a \"b\""}"#);
+    assert_eq!(values[2], format!("01CTX{}", at(1)));
+    assert_eq!(values[3], "LOCAL");
+    // HA's integration writes no events, so neither does the HA-compatible schema: no measurement,
+    // and no cursor of events at all.
+    let shown = influxql(&base, &ha_db, "SHOW MEASUREMENTS").await;
+    let names: Vec<&str> = shown["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v[0].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["W"]);
+    assert_eq!(cursor_and_head_of(&journal, "ha", "event").0, None);
+    clean.stop().await;
+    ha.stop().await;
+}

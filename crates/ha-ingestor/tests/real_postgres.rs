@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ha_ingestor::sink::TimeColumn;
 use ha_ingestor::sink::postgres::{PostgresSchema, PostgresSink};
-use ha_ingestor::sink::{Sink, SinkError};
+use ha_ingestor::sink::{JournalEvent, Sink, SinkError};
 use pg_support::{T0, count, fresh_db, rows};
 
 #[tokio::test]
@@ -43,7 +43,7 @@ async fn normalized_schema_is_created_and_written() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1001]);
+    assert_eq!(versions, vec![1001, 1002]);
 
     let get = |id: i64| {
         let c = &c;
@@ -275,7 +275,7 @@ async fn writing_a_batch_twice_adds_nothing() {
 
         let c = db.client().await;
         assert_eq!(count(&c, table).await, 300, "{schema:?}");
-        assert_eq!(count(&c, "ha_ingestor_migrations").await, 1, "{schema:?}");
+        assert_eq!(count(&c, "ha_ingestor_migrations").await, 2, "{schema:?}");
         if schema == PostgresSchema::Normalized {
             assert_eq!(count(&c, "ha_entities").await, 4);
         }
@@ -298,7 +298,7 @@ async fn both_schemas_share_a_database() {
     let c = db.client().await;
     assert_eq!(count(&c, "ha_states").await, 20);
     assert_eq!(count(&c, "ltss").await, 20);
-    assert_eq!(count(&c, "ha_ingestor_migrations").await, 2);
+    assert_eq!(count(&c, "ha_ingestor_migrations").await, 4);
     drop((a, b));
     db.drop_db().await;
 }
@@ -489,6 +489,85 @@ async fn throughput_5000_row_batches() {
             "ha_states"
         };
         assert_eq!(count(&c, table).await, 50_000);
+        drop(sink);
+        db.drop_db().await;
+    }
+}
+
+/// `n` events of two types from id `first`, one without a context and one whose data holds a NUL
+/// (which `jsonb` cannot).
+fn events(first: i64, n: i64) -> Vec<JournalEvent> {
+    (first..first + n)
+        .map(|id| JournalEvent {
+            id,
+            instance: "home".into(),
+            event_type: if id % 2 == 0 {
+                "call_service"
+            } else {
+                "automation_triggered"
+            }
+            .into(),
+            data: match id {
+                3 => r#"{"note":"a\u0000b"}"#.to_string(),
+                _ => format!(r#"{{"seq":{id},"domain":"light"}}"#),
+            },
+            time_fired_us: T0 + id * 1_000,
+            context_id: (id != 2).then(|| format!("01CTX{id:020}")),
+            origin: Some("LOCAL".into()),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn events_go_to_ha_events_once_in_both_layouts() {
+    for schema in [PostgresSchema::Normalized, PostgresSchema::Ltss] {
+        let db = fresh_db("events").await;
+        let mut sink = PostgresSink::new("pg", &db.config(schema), None).unwrap();
+        assert!(
+            sink.kinds()
+                .contains(&ha_ingestor::record::RecordKind::Event)
+        );
+        sink.prepare().await.unwrap();
+        let batch = events(1, 50);
+        let report = sink.write_events(&batch).await.unwrap();
+        assert_eq!(
+            (report.written, report.rejected.len()),
+            (50, 0),
+            "{schema:?}"
+        );
+        // A replay, and duplicates inside one batch, add nothing.
+        let doubled: Vec<_> = batch.iter().chain(batch.iter()).cloned().collect();
+        sink.write_events(&doubled).await.unwrap();
+        let c = db.client().await;
+        assert_eq!(count(&c, "ha_events").await, 50, "{schema:?}");
+        let row = c
+            .query_one(
+                "SELECT (extract(epoch FROM time) * 1000000)::int8, instance, event_type, \
+                 data->>'seq', context_id, origin FROM ha_events WHERE data->>'seq' = '4'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), T0 + 4_000);
+        assert_eq!(row.get::<_, String>(1), "home");
+        assert_eq!(row.get::<_, String>(2), "call_service");
+        assert_eq!(row.get::<_, String>(4), format!("01CTX{:020}", 4));
+        assert_eq!(row.get::<_, Option<String>>(5).as_deref(), Some("LOCAL"));
+        let no_context: String = c
+            .query_one(
+                "SELECT context_id FROM ha_events WHERE data->>'seq' = '2'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(no_context, "");
+        let nul: String = c
+            .query_one("SELECT data->>'note' FROM ha_events WHERE event_type = 'automation_triggered' AND data ? 'note'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(nul, "ab");
         drop(sink);
         db.drop_db().await;
     }

@@ -21,7 +21,9 @@ pub mod split;
 use futures_util::future::BoxFuture;
 
 pub use config::{SinkConfig, SinkKind, SinkStart, TimeColumn};
-pub use journal::JournalRow;
+pub use journal::{JournalEvent, JournalRow};
+
+use crate::record::RecordKind;
 
 /// What a write did.
 #[derive(Debug, Default)]
@@ -76,6 +78,25 @@ pub trait Sink: Send {
         &'a mut self,
         rows: &'a [JournalRow],
     ) -> BoxFuture<'a, Result<WriteReport, SinkError>>;
+
+    /// The kinds of records this sink takes; the runner keeps a cursor for each. States always.
+    fn kinds(&self) -> &'static [RecordKind] {
+        &[RecordKind::State]
+    }
+
+    /// Writes events (`subscribe = "all"`), in journal order; called only when [`Sink::kinds`]
+    /// names [`RecordKind::Event`]. A [`Rejected`] names the event type where a state names its
+    /// entity.
+    fn write_events<'a>(
+        &'a mut self,
+        rows: &'a [JournalEvent],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        let refused = SinkError::Failed(format!(
+            "this sink takes no events ({} of them asked for)",
+            rows.len()
+        ));
+        Box::pin(async move { Err(refused) })
+    }
 }
 
 /// Reads a secret from a file (trimmed) or an environment variable; `None` when neither is set.

@@ -1,6 +1,7 @@
-//! The per-sink loop: read the journal from the cursor, filter, write, advance the cursor.
+//! The per-sink loop: read the journal from the cursor, filter, write, advance the cursor; one
+//! cursor per kind of record the sink takes (states, events).
 //!
-//! The cursor only moves after the sink acknowledged a batch, so a crash or an outage replays
+//! A cursor only moves after the sink acknowledged a batch, so a crash or an outage replays
 //! rows rather than losing them; sinks are idempotent, so a replay writes no duplicates.
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use ha_client::RetryPolicy;
 use tokio::sync::watch;
 
+use super::WriteReport;
 use super::journal::{Journal, JournalRow};
 use super::{Sink, SinkError, SinkStart};
 use crate::filter::{AttributeRules, EntityFilter};
@@ -88,12 +90,18 @@ impl SinkRunner {
         };
         let start = self.start;
         let key = name.clone();
-        let mut cursor = match with_journal(&journal, move |j| {
-            let start = match start {
-                SinkStart::All => 0,
-                SinkStart::New => j.head(RecordKind::State)?,
-            };
-            j.cursor(&key, RecordKind::State, start)
+        let kinds = self.sink.kinds();
+        let mut cursors = match with_journal(&journal, move |j| {
+            kinds
+                .iter()
+                .map(|&kind| {
+                    let start = match start {
+                        SinkStart::All => 0,
+                        SinkStart::New => j.head(kind)?,
+                    };
+                    Ok((kind, j.cursor(&key, kind, start)?))
+                })
+                .collect::<rusqlite::Result<Vec<(RecordKind, i64)>>>()
         })
         .await
         {
@@ -104,7 +112,7 @@ impl SinkRunner {
                 return;
             }
         };
-        tracing::info!(sink = %name, cursor, "sink started");
+        tracing::info!(sink = %name, ?cursors, "sink started");
         let mut prepared = false;
         let mut failures: u32 = 0;
         loop {
@@ -112,7 +120,7 @@ impl SinkRunner {
                 return;
             }
             let step = if prepared {
-                self.step(&journal, cursor).await
+                self.step_all(&journal, &mut cursors).await
             } else {
                 self.sink.prepare().await.map(|()| {
                     prepared = true;
@@ -121,12 +129,12 @@ impl SinkRunner {
             };
             match step {
                 Ok(Step::Prepared) => continue,
-                Ok(Step::Idle { head }) => {
+                Ok(Step::Idle { behind }) => {
                     if failures > 0 {
                         tracing::info!(sink = %name, "sink recovered");
                         failures = 0;
                     }
-                    self.report(cursor, head, None);
+                    self.report(behind, None);
                     // Wait for the next commit (or a periodic re-check, in case of a missed tick).
                     tokio::select! {
                         _ = self.commits.changed() => {}
@@ -134,13 +142,12 @@ impl SinkRunner {
                         _ = stop.changed() => return,
                     }
                 }
-                Ok(Step::Wrote { last_id, head }) => {
+                Ok(Step::Wrote { behind }) => {
                     if failures > 0 {
                         tracing::info!(sink = %name, "sink recovered");
                         failures = 0;
                     }
-                    cursor = last_id;
-                    self.report(cursor, head, None);
+                    self.report(behind, None);
                 }
                 Err(e) => {
                     prepared = false;
@@ -157,10 +164,8 @@ impl SinkRunner {
                         tracing::warn!(sink = %name, error = %e, kind, failures, retry_in = ?delay, "sink write failed; the cursor is held and nothing is lost");
                     }
                     // While the sink is down its backlog is what an operator watches.
-                    let behind = with_journal(&journal, |j| j.head(RecordKind::State))
-                        .await
-                        .ok()
-                        .map(|head| (head - cursor).max(0) as u64);
+                    let now = cursors.clone();
+                    let behind = with_journal(&journal, move |j| behind(j, &now)).await.ok();
                     if let Some(b) = behind {
                         metrics::gauge!("ha_ingestor_sink_behind_rows", "sink" => name.clone())
                             .set(b as f64);
@@ -176,46 +181,86 @@ impl SinkRunner {
         }
     }
 
-    fn report(&self, cursor: i64, head: i64, error: Option<String>) {
-        let behind = (head - cursor).max(0);
+    fn report(&self, behind: u64, error: Option<String>) {
         metrics::gauge!("ha_ingestor_sink_behind_rows", "sink" => self.name.clone())
             .set(behind as f64);
         metrics::gauge!("ha_ingestor_sink_up", "sink" => self.name.clone()).set(1.0);
         self.health
-            .set_remote_sink(&self.name, true, error, Some(behind as u64));
+            .set_remote_sink(&self.name, true, error, Some(behind));
     }
 
-    /// One batch: read, filter, write, advance.
+    /// One batch of each kind the sink takes; `Idle` when none had rows.
+    async fn step_all(
+        &mut self,
+        journal: &Arc<Mutex<Journal>>,
+        cursors: &mut [(RecordKind, i64)],
+    ) -> Result<Step, SinkError> {
+        let mut wrote = false;
+        for (kind, cursor) in cursors.iter_mut() {
+            if let Some(last_id) = self.step(journal, *kind, *cursor).await? {
+                *cursor = last_id;
+                wrote = true;
+            }
+        }
+        let now = cursors.to_vec();
+        let behind = with_journal(journal, move |j| behind(j, &now))
+            .await
+            .map_err(|e| SinkError::Failed(format!("reading the journal: {e}")))?;
+        Ok(match wrote {
+            true => Step::Wrote { behind },
+            false => Step::Idle { behind },
+        })
+    }
+
+    /// One batch of `kind` after `cursor`: read, filter, write, advance. The new cursor, or
+    /// `None` when there was nothing to read.
     async fn step(
         &mut self,
         journal: &Arc<Mutex<Journal>>,
+        kind: RecordKind,
         cursor: i64,
-    ) -> Result<Step, SinkError> {
+    ) -> Result<Option<i64>, SinkError> {
         let limit = self.batch_size;
-        let (rows, head) = with_journal(journal, move |j| {
-            Ok((j.read_after(cursor, limit)?, j.head(RecordKind::State)?))
-        })
-        .await
-        .map_err(|e| SinkError::Failed(format!("reading the journal: {e}")))?;
-        let Some(last_id) = rows.last().map(|r| r.id) else {
-            return Ok(Step::Idle { head });
+        let read_error = |e| SinkError::Failed(format!("reading the journal: {e}"));
+        let (first_id, last_id, report) = match kind {
+            RecordKind::State => {
+                let rows = with_journal(journal, move |j| j.read_after(cursor, limit))
+                    .await
+                    .map_err(read_error)?;
+                let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                    return Ok(None);
+                };
+                let (first, last) = (first.id, last.id);
+                let rows = self.apply_rules(rows);
+                let report = match rows.is_empty() {
+                    true => WriteReport::default(),
+                    false => self.sink.write(&rows).await?,
+                };
+                (first, last, report)
+            }
+            RecordKind::Event => {
+                // Events have no entity: the sink's entity filter and attribute rules do not
+                // apply to them.
+                let rows = with_journal(journal, move |j| j.read_events_after(cursor, limit))
+                    .await
+                    .map_err(read_error)?;
+                let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                    return Ok(None);
+                };
+                let (first, last) = (first.id, last.id);
+                (first, last, self.sink.write_events(&rows).await?)
+            }
         };
         // Journal ids have no holes except where the size bound evicted rows: rows this sink
         // never received. Not silent: counted and logged.
-        let evicted = rows[0].id - cursor - 1;
+        let evicted = first_id - cursor - 1;
         if evicted > 0 && cursor > 0 {
             metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => self.name.clone())
                 .increment(evicted as u64);
-            tracing::error!(sink = %self.name, rows = evicted, "rows were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
+            tracing::error!(sink = %self.name, %kind, rows = evicted, "records were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
         }
-        let rows = self.apply_rules(rows);
-        let report = if rows.is_empty() {
-            super::WriteReport::default()
-        } else {
-            self.sink.write(&rows).await?
-        };
         for r in &report.rejected {
-            tracing::error!(sink = %self.name, entity_id = %r.entity_id, journal_id = r.id, reason = %r.reason,
+            tracing::error!(sink = %self.name, %kind, entity_id = %r.entity_id, journal_id = r.id, reason = %r.reason,
                 "the server rejected a row for good; it is kept in the dead_letters table");
         }
         let name = self.name.clone();
@@ -226,7 +271,7 @@ impl SinkRunner {
             .collect();
         with_journal(journal, move |j| {
             let dead: Vec<(i64, &str)> = dead.iter().map(|(id, r)| (*id, r.as_str())).collect();
-            j.advance(&name, RecordKind::State, last_id, &dead)
+            j.advance(&name, kind, last_id, &dead)
         })
         .await
         .map_err(|e| SinkError::Failed(format!("saving the cursor: {e}")))?;
@@ -237,7 +282,7 @@ impl SinkRunner {
             .increment(report.rejected.len() as u64);
         metrics::counter!("ha_ingestor_sink_rows_skipped_total", "sink" => label)
             .increment(report.skipped as u64);
-        Ok(Step::Wrote { last_id, head })
+        Ok(Some(last_id))
     }
 
     /// This sink's filter and attribute rules.
@@ -259,8 +304,15 @@ impl SinkRunner {
 
 enum Step {
     Prepared,
-    Idle { head: i64 },
-    Wrote { last_id: i64, head: i64 },
+    Idle { behind: u64 },
+    Wrote { behind: u64 },
+}
+
+/// Rows of every kind the journal holds beyond the cursors.
+fn behind(j: &mut Journal, cursors: &[(RecordKind, i64)]) -> rusqlite::Result<u64> {
+    cursors.iter().try_fold(0u64, |sum, (kind, cursor)| {
+        Ok(sum + (j.head(*kind)? - cursor).max(0) as u64)
+    })
 }
 
 /// Sleeps; true when `stop` turned true meanwhile.

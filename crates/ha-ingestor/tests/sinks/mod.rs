@@ -21,6 +21,18 @@ pub fn env(name: &str) -> String {
     })
 }
 
+/// An event at `us` microseconds.
+pub fn event(event_type: &str, us: i64, data: &str) -> Record {
+    Record::Event(ha_ingestor::record::EventRow {
+        instance: Arc::from("home"),
+        event_type: event_type.into(),
+        data: data.into(),
+        time_fired_us: us,
+        context_id: Some(format!("01CTX{us}")),
+        origin: Some("LOCAL".into()),
+    })
+}
+
 /// A state row at `us` microseconds.
 pub fn state(entity: &str, state: &str, us: i64, attributes: &str) -> Record {
     Record::State(StateRow {
@@ -102,8 +114,10 @@ impl Running {
     pub async fn caught_up(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // Caught up on every kind it keeps a cursor for (states always).
             let (cursor, head) = cursor_and_head(&self.journal, &self.name);
-            if cursor == Some(head) {
+            let (event_cursor, event_head) = cursor_and_head_of(&self.journal, &self.name, "event");
+            if cursor == Some(head) && event_cursor.is_none_or(|c| c == event_head) {
                 return;
             }
             assert!(
@@ -122,18 +136,24 @@ impl Running {
     }
 }
 
-/// The sink's cursor and the journal head.
+/// The sink's cursor of states and the journal's newest state.
 pub fn cursor_and_head(journal: &Path, sink: &str) -> (Option<i64>, i64) {
+    cursor_and_head_of(journal, sink, "state")
+}
+
+/// The sink's cursor of `kind` (`state`, `event`) and the journal's newest record of that kind.
+pub fn cursor_and_head_of(journal: &Path, sink: &str, kind: &str) -> (Option<i64>, i64) {
     let conn = rusqlite::Connection::open(journal).unwrap();
     let cursor = conn
         .query_row(
-            "SELECT last_id FROM sink_cursors WHERE sink = ?1",
-            [sink],
+            "SELECT last_id FROM sink_cursors WHERE sink = ?1 AND kind = ?2",
+            [sink, kind],
             |r| r.get(0),
         )
         .ok();
+    let table = if kind == "event" { "events" } else { "states" };
     let head: Option<i64> = conn
-        .query_row("SELECT max(id) FROM states", [], |r| r.get(0))
+        .query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))
         .unwrap();
     (cursor, head.unwrap_or(0))
 }

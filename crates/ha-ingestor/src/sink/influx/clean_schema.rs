@@ -6,6 +6,10 @@
 //! forever (a value that does not fit goes to `<field>_str`), so `field type conflict` cannot
 //! happen. Unlike HA it keeps `unknown`/`unavailable`/empty states (field `state` only, no
 //! `value`): they are real history (outages), and clean mode is lossless.
+//!
+//! Events (`subscribe = "all"`) go to measurement `events` (`clean.events_measurement`): tags
+//! `event_type` and `instance`, fields `data` (the event's JSON), `context_id` and `origin`, at
+//! `time_fired`.
 
 use std::fmt::{self, Write as _};
 
@@ -14,12 +18,14 @@ use super::config::{CleanSchemaOptions, FieldType};
 use super::escape::{Escaper, write_quoted};
 use super::python::{Py, parse_attributes, py_float, write_py_float};
 use crate::sink::config::TimeColumn;
-use crate::sink::journal::JournalRow;
+use crate::sink::journal::{JournalEvent, JournalRow};
 
 /// Encodes rows in the clean schema (see the module docs).
 pub struct CleanEncoder {
     /// Already escaped.
     measurement: String,
+    /// Already escaped.
+    events_measurement: String,
     attributes: Vec<CleanAttr>,
 }
 
@@ -41,6 +47,14 @@ impl CleanEncoder {
         }
         let mut escaped = String::new();
         let _ = Escaper::tag(&mut escaped).write_str(&measurement.replace('.', "_"));
+        let events = opts.events_measurement.as_deref().unwrap_or("events");
+        if events.is_empty() {
+            return Err(
+                "clean.events_measurement: empty; leave it out for the default 'events'".into(),
+            );
+        }
+        let mut events_measurement = String::new();
+        let _ = Escaper::tag(&mut events_measurement).write_str(&events.replace('.', "_"));
         for name in opts.field_types.keys() {
             if !opts.attributes.contains(name) {
                 return Err(format!(
@@ -80,6 +94,7 @@ impl CleanEncoder {
         }
         Ok(CleanEncoder {
             measurement: escaped,
+            events_measurement,
             attributes,
         })
     }
@@ -114,6 +129,38 @@ impl CleanEncoder {
         }
         let _ = writeln!(out, " {}", time.micros(row));
         Encoded::Written
+    }
+}
+
+impl CleanEncoder {
+    /// Appends the line for an event (timestamp in microseconds: `time_fired`).
+    pub fn encode_event(&self, event: &JournalEvent, out: &mut String) {
+        out.push_str(&self.events_measurement);
+        for (k, v) in [
+            ("event_type", event.event_type.as_str()),
+            ("instance", &*event.instance),
+        ] {
+            if !v.is_empty() {
+                out.push(',');
+                out.push_str(k);
+                out.push('=');
+                let _ = Escaper::tag(out).write_str(v);
+            }
+        }
+        out.push_str(" data=");
+        write_quoted(out, &event.data);
+        for (k, v) in [
+            ("context_id", event.context_id.as_deref()),
+            ("origin", event.origin.as_deref()),
+        ] {
+            if let Some(v) = v {
+                out.push(',');
+                out.push_str(k);
+                out.push('=');
+                write_quoted(out, v);
+            }
+        }
+        let _ = writeln!(out, " {}", event.time_fired_us);
     }
 }
 

@@ -142,6 +142,8 @@ pub struct ComponentConfig {
 pub struct CleanSchemaOptions {
     /// Measurement name (default `states`); dots are replaced with `_`.
     pub measurement: Option<String>,
+    /// Measurement of events, with `subscribe = "all"` (default `events`); dots are replaced.
+    pub events_measurement: Option<String>,
     /// Attributes written as fields (none by default: attributes are what makes series explode).
     pub attributes: Vec<String>,
     /// Pin a field's type: `float`, `string`, `bool` or `int`. A value that does not fit the pinned

@@ -13,9 +13,10 @@ use super::api::{self, WriteApi};
 use super::clean_schema::CleanEncoder;
 use super::config::{InfluxConfig, InfluxSchema};
 use super::ha_schema::HaEncoder;
+use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
 use crate::sink::split::{SplitError, Splitter};
-use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
+use crate::sink::{JournalEvent, JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 enum Encoder {
     Ha(HaEncoder),
@@ -176,7 +177,7 @@ impl InfluxSink {
         &self,
         body: &str,
         lines: &[Line],
-        rows: &[JournalRow],
+        describe: impl Fn(usize) -> (i64, String),
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
         let mut split = Splitter::new(lines.len(), lines.len());
@@ -215,10 +216,10 @@ impl InfluxSink {
         report.written += split.written - dropped;
         report.skipped += dropped;
         for (i, reason) in split.refused {
-            let row = &rows[lines[i].row];
+            let (id, entity_id) = describe(lines[i].row);
             report.rejected.push(Rejected {
-                id: row.id,
-                entity_id: row.entity_id.clone(),
+                id,
+                entity_id,
                 reason,
             });
         }
@@ -252,7 +253,6 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
-/// InfluxDB answers errors as `{"error":"..."}`; keep just the message.
 /// InfluxDB 1.x's answer when it wrote a body except `n` points older than the database's
 /// retention policy: `partial write: points beyond retention policy dropped=<n>`.
 fn dropped_by_retention(reason: &str) -> Option<usize> {
@@ -263,6 +263,7 @@ fn dropped_by_retention(reason: &str) -> Option<usize> {
         .ok()
 }
 
+/// InfluxDB answers errors as `{"error":"..."}`; keep just the message.
 fn server_message(text: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Body {
@@ -328,7 +329,49 @@ impl Sink for InfluxSink {
                 }
             }
             if !lines.is_empty() {
-                self.write_lines(&body, &lines, rows, &mut report).await?;
+                let describe = |i: usize| (rows[i].id, rows[i].entity_id.clone());
+                self.write_lines(&body, &lines, describe, &mut report)
+                    .await?;
+            }
+            Ok(report)
+        })
+    }
+
+    fn kinds(&self) -> &'static [RecordKind] {
+        match self.encoder {
+            // HA's integration writes no events: the HA-compatible output stays exactly HA's.
+            Encoder::Ha(_) => &[RecordKind::State],
+            Encoder::Clean(_) => &[RecordKind::State, RecordKind::Event],
+        }
+    }
+
+    fn write_events<'a>(
+        &'a mut self,
+        events: &'a [JournalEvent],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        Box::pin(async move {
+            let Encoder::Clean(encoder) = &self.encoder else {
+                return Err(SinkError::Failed(format!(
+                    "sink '{}': the HA-compatible schema takes no events",
+                    self.name
+                )));
+            };
+            let mut report = WriteReport::default();
+            let mut body = String::with_capacity(events.len() * 256);
+            let mut lines = Vec::with_capacity(events.len());
+            for (i, event) in events.iter().enumerate() {
+                let start = body.len();
+                encoder.encode_event(event, &mut body);
+                lines.push(Line {
+                    row: i,
+                    start,
+                    end: body.len(),
+                });
+            }
+            if !lines.is_empty() {
+                let describe = |i: usize| (events[i].id, events[i].event_type.clone());
+                self.write_lines(&body, &lines, describe, &mut report)
+                    .await?;
             }
             Ok(report)
         })

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::config::PostgresSchema;
 use super::errors::{ErrorContext, error_text};
+use super::events::EVENTS_DDL;
 use crate::sink::SinkError;
 
 /// What start-up found and did.
@@ -94,24 +95,44 @@ struct Migration {
     sql: &'static str,
 }
 
-const NORMALIZED_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1001,
-    what: "create ha_entities, ha_states and ha_states_view",
-    table: "ha_states",
-    chunk_interval: "7 days",
-    ltss_location: false,
-    sql: NORMALIZED_DDL,
-}];
+const NORMALIZED_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1001,
+        what: "create ha_entities, ha_states and ha_states_view",
+        table: "ha_states",
+        chunk_interval: "7 days",
+        ltss_location: false,
+        sql: NORMALIZED_DDL,
+    },
+    Migration {
+        version: 1002,
+        what: "create ha_events",
+        table: "ha_events",
+        chunk_interval: "7 days",
+        ltss_location: false,
+        sql: EVENTS_DDL,
+    },
+];
 
-const LTSS_MIGRATIONS: &[Migration] = &[Migration {
-    version: 2001,
-    what: "create the LTSS table ltss",
-    table: "ltss",
-    // LTSS's own default chunk_time_interval (2 592 000 000 000 us).
-    chunk_interval: "30 days",
-    ltss_location: true,
-    sql: LTSS_DDL,
-}];
+const LTSS_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 2001,
+        what: "create the LTSS table ltss",
+        table: "ltss",
+        // LTSS's own default chunk_time_interval (2 592 000 000 000 us).
+        chunk_interval: "30 days",
+        ltss_location: true,
+        sql: LTSS_DDL,
+    },
+    Migration {
+        version: 2002,
+        what: "create ha_events",
+        table: "ha_events",
+        chunk_interval: "7 days",
+        ltss_location: false,
+        sql: EVENTS_DDL,
+    },
+];
 
 /// The normalized layout.
 ///

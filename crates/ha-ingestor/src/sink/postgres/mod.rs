@@ -7,6 +7,8 @@
 //! * `ltss`: exactly the `ltss` table of the LTSS custom component, so its users' queries and
 //!   dashboards keep working (including PostGIS' `location` when PostGIS is there).
 //!
+//! Both layouts put events (`subscribe = "all"`) in `ha_events` (`events`).
+//!
 //! Start-up ([`crate::sink::Sink::prepare`]) connects and applies versioned migrations, each once,
 //! in its own transaction, recorded in `ha_ingestor_migrations`. With TimescaleDB available (and
 //! `timescaledb = true`) the new tables become hypertables; otherwise they stay plain tables.
@@ -31,10 +33,12 @@
 
 mod config;
 mod errors;
+mod events;
 mod migrations;
 mod rows;
 mod writer;
 
 pub use config::{PostgresConfig, PostgresSchema};
+pub use events::EVENTS_DDL;
 pub use migrations::{LTSS_DDL, NORMALIZED_DDL};
 pub use writer::PostgresSink;

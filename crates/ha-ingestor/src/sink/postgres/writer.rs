@@ -15,14 +15,16 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use super::config::{PostgresConfig, PostgresSchema};
 use super::errors::{Class, ErrorContext, classify, error_text};
+use super::events::{EVENTS_INSERT, EventColumns, PreparedEvent};
 use super::migrations;
 use super::rows::{
     LTSS_INSERT, LTSS_INSERT_LOCATION, LtssColumns, NORMALIZED_INSERT, NormalizedColumns,
     PreparedRow, no_nul,
 };
+use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
 use crate::sink::split::{SplitError, Splitter};
-use crate::sink::{JournalRow, Rejected, Sink, SinkError, WriteReport};
+use crate::sink::{JournalEvent, JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 /// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
 const CHUNK_ROWS: usize = 5000;
@@ -282,6 +284,70 @@ impl PostgresSink {
         Ok(report)
     }
 
+    async fn write_event_rows(
+        &mut self,
+        events: &[JournalEvent],
+    ) -> Result<WriteReport, SinkError> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(SinkError::Unavailable(format!(
+                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
+                self.ctx.name, self.ctx.target
+            )));
+        };
+        let mut report = WriteReport::default();
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            match PreparedEvent::new(event) {
+                Ok(p) => prepared.push(p),
+                Err(reason) => report.rejected.push(Rejected {
+                    id: event.id,
+                    entity_id: event.event_type.clone(),
+                    reason,
+                }),
+            }
+        }
+        let mut split = Splitter::new(prepared.len(), CHUNK_ROWS);
+        while let Some(part) = split.next_part() {
+            let columns = EventColumns::new(&prepared[part.clone()]);
+            let params = columns.params();
+            let insert = conn.client.execute(EVENTS_INSERT, &params);
+            let result = match tokio::time::timeout(STATEMENT_TIMEOUT, insert).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err((classify(&e), error_text(&e))),
+                Err(_) => Err((
+                    Class::Unavailable,
+                    format!("no answer within {}s", STATEMENT_TIMEOUT.as_secs()),
+                )),
+            };
+            match result {
+                Ok(()) => split.written(part),
+                Err((Class::Data, detail)) => {
+                    if let Err(e) = split.refused(part, detail) {
+                        return Err(self.every_row_refused(e));
+                    }
+                }
+                Err((class, detail)) => {
+                    self.conn = None;
+                    return Err(self.ctx.error_of("writing events", class, &detail));
+                }
+            }
+        }
+        let split = match split.finish() {
+            Ok(split) => split,
+            Err(e) => return Err(self.every_row_refused(e)),
+        };
+        report.written += split.written;
+        for (i, reason) in split.refused {
+            let event = prepared[i].event;
+            report.rejected.push(Rejected {
+                id: event.id,
+                entity_id: event.event_type.clone(),
+                reason,
+            });
+        }
+        Ok(report)
+    }
+
     fn every_row_refused(&mut self, e: SplitError) -> SinkError {
         self.conn = None;
         SinkError::Failed(format!(
@@ -420,6 +486,17 @@ impl Sink for PostgresSink {
         rows: &'a [JournalRow],
     ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
         Box::pin(self.write_rows(rows))
+    }
+
+    fn kinds(&self) -> &'static [RecordKind] {
+        &[RecordKind::State, RecordKind::Event]
+    }
+
+    fn write_events<'a>(
+        &'a mut self,
+        events: &'a [JournalEvent],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        Box::pin(self.write_event_rows(events))
     }
 }
 
