@@ -1,7 +1,8 @@
-//! Credentials and TLS settings of an HA instance: where its token comes from (a static token,
+//! Credentials and TLS settings: of an HA instance, where its token comes from (a static token,
 //! a file, an environment variable, or OAuth tokens refreshed and saved back), the CA to trust,
-//! and private files for secrets. Used by the source, the history import and the setup tools
-//! alike, so each reads them one way.
+//! and private files for secrets; and the sinks' passwords and tokens (a file or a variable).
+//! Used by the source, the history import, the sinks and the setup tools alike, so each reads
+//! them one way.
 
 use std::sync::Arc;
 
@@ -86,4 +87,31 @@ pub fn tls_options(inst: &InstanceConfig) -> Result<TlsOptions, ClientError> {
         tls = tls.add_ca_file(ca)?;
     }
     Ok(tls)
+}
+
+/// Reads a secret from a file (trimmed) or an environment variable; `None` when neither is set.
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+    what: &str,
+) -> Result<Option<ha_client::Secret>, String> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(format!("set only one of {what}_file and {what}_env")),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {what}_file {}: {e}", path.display()))?;
+            let value = text.trim();
+            if value.is_empty() {
+                return Err(format!("{what}_file {} is empty", path.display()));
+            }
+            Ok(Some(ha_client::Secret::new(value)))
+        }
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(ha_client::Secret::new(v.trim()))),
+            _ => Err(format!(
+                "{what}_env names {var}, but that variable is unset or empty"
+            )),
+        },
+        (None, None) => Ok(None),
+    }
 }

@@ -1,5 +1,9 @@
 //! The task that owns the socket: connect, authenticate, dispatch, reconnect.
 //!
+//! Longer than most modules (about 950 lines of code): the connection's state machine is one
+//! owner of the socket, the pending commands and the subscriptions, and splitting it would share
+//! that state between files.
+//!
 //! One task per client. It reads the socket continuously and never waits on a consumer: replies go
 //! through oneshot channels and events through bounded channels with `try_send`, so HA never piles
 //! up unread messages for us (it drops clients at 4096).

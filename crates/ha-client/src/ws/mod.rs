@@ -1,6 +1,9 @@
 //! The WebSocket API: one connection object that hides reconnects, commands with typed answers,
 //! and subscriptions that are streams and survive reconnects.
 //!
+//! Longer than most modules (about 670 lines of code): it is the client's public surface, one
+//! method per HA command, each thin over the connection task; the machinery is in `connection`.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use ha_client::auth::StaticToken;

@@ -107,6 +107,87 @@ pub fn history_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::{AttributesConfig, EntityFilter};
+    use crate::sink::config::TimeColumn;
+    use crate::sink::influx::{HaEncoder, HaSchemaOptions};
+    use crate::store::SqliteStore;
+    use crate::store::journal::Journal;
+
+    /// The same state, received live, read back from history, and filtered by a sink's own
+    /// attribute rules, is stored and encoded as one and the same InfluxDB line: HA's attribute
+    /// order (which decides colliding field names) and HA's microseconds survive every path.
+    #[test]
+    fn a_live_a_backfilled_and_a_sink_filtered_row_give_the_same_influxdb_line() {
+        // Attributes in HA's order, not sorted; `zone` and `zone_str` collide in HA's schema, so
+        // their order decides the fields.
+        let attributes = r#"{"zone_str":5,"zone":"north","icon":"mdi:x","unit_of_measurement":"W","friendly_name":"Order"}"#;
+        let seconds = 1_796_591_204.845_886_7; // a float with HA's sub-microsecond digits
+        let iso = "2026-12-06T21:06:44.845887+00:00"; // what HA showed live for it
+        let without_icon: AttributesConfig = toml::from_str(r#"exclude = ["icon"]"#).unwrap();
+        let without_icon = AttributeRules::new(&without_icon).unwrap();
+        let keep_all = AttributeRules::default();
+        let event = format!(
+            r#"{{"event_type":"state_changed","data":{{"entity_id":"sensor.order","old_state":null,"new_state":{{"entity_id":"sensor.order","state":"5","attributes":{attributes},"last_changed":"{iso}","last_updated":"{iso}","context":{{"id":"01C","parent_id":null,"user_id":null}}}}}},"origin":"LOCAL","time_fired":"{iso}"}}"#
+        );
+        let live = |instance: &str, rules: &AttributeRules| {
+            crate::source::convert(
+                &Arc::from(instance),
+                &event,
+                &EntityFilter::new(&Default::default()).unwrap(),
+                rules,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let history = HistoryState {
+            state: "5".into(),
+            attributes: serde_json::from_str(attributes).unwrap(),
+            last_changed: seconds,
+            last_updated: seconds,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("same.db");
+        let mut store = SqliteStore::open(&db).unwrap();
+        store
+            .write_batch(&[
+                live("live", &without_icon),
+                history_record(
+                    &Arc::from("backfilled"),
+                    &without_icon,
+                    "sensor.order",
+                    history,
+                ),
+                live("filtered_by_the_sink", &keep_all),
+            ])
+            .unwrap();
+        let mut rows = Journal::open(&db).unwrap().read_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 3);
+        let sink_rule = without_icon.for_entity("sensor.order");
+        rows[2].attributes = sink_rule
+            .retain_json(&rows[2].attributes)
+            .unwrap()
+            .into_owned();
+        let encoder = HaEncoder::new(&HaSchemaOptions::default()).unwrap();
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                let mut line = String::new();
+                encoder.encode(row, TimeColumn::LastUpdated, &mut line);
+                line
+            })
+            .collect();
+        // HA's order: `zone_str` = 5 first, then `zone`'s text overwrites `zone_str`. Sorted keys
+        // would give `zone_str="north",zone_str_=5` instead.
+        assert!(lines[0].contains("zone_str=\"north\""), "{}", lines[0]);
+        assert!(
+            !lines[0].contains("zone_str_") && !lines[0].contains("icon"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].ends_with(" 1796591204845887\n"), "{}", lines[0]);
+        assert_eq!(lines[1], lines[0], "backfilled");
+        assert_eq!(lines[2], lines[0], "filtered by the sink");
+    }
 
     #[test]
     fn slices_are_day_aligned_and_cover_the_window() {

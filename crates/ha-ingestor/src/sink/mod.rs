@@ -99,44 +99,18 @@ pub trait Sink: Send {
     }
 }
 
-/// Reads a secret from a file (trimmed) or an environment variable; `None` when neither is set.
-pub fn read_secret(
-    file: Option<&std::path::Path>,
-    env: Option<&str>,
-    what: &str,
-) -> Result<Option<ha_client::Secret>, String> {
-    match (file, env) {
-        (Some(_), Some(_)) => Err(format!("set only one of {what}_file and {what}_env")),
-        (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {what}_file {}: {e}", path.display()))?;
-            let value = text.trim();
-            if value.is_empty() {
-                return Err(format!("{what}_file {} is empty", path.display()));
-            }
-            Ok(Some(ha_client::Secret::new(value)))
-        }
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Ok(Some(ha_client::Secret::new(v.trim()))),
-            _ => Err(format!(
-                "{what}_env names {var}, but that variable is unset or empty"
-            )),
-        },
-        (None, None) => Ok(None),
-    }
-}
-
 /// Builds the sink a `[[sink]]` block describes. Errors name the sink and the fix.
 pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
     let name = &config.name;
     match &config.kind {
         SinkKind::Influxdb(c) => {
             let (file, env, what) = influx::secret_source(c);
-            let secret = read_secret(file, env, what).map_err(|e| format!("sink '{name}': {e}"))?;
+            let secret = crate::credentials::read_secret(file, env, what)
+                .map_err(|e| format!("sink '{name}': {e}"))?;
             Ok(Box::new(influx::InfluxSink::new(name, c, secret)?))
         }
         SinkKind::Postgres(c) => {
-            let password = read_secret(
+            let password = crate::credentials::read_secret(
                 c.password_file.as_deref(),
                 c.password_env.as_deref(),
                 "password",

@@ -1,6 +1,9 @@
 //! `check`: a diagnosis of the setup in plain words, one line per step, stopping at the first
 //! failure.
 //!
+//! Longer than most modules (about 650 lines of code): it is one report read top to bottom, and
+//! each step's failure messages and fixes sit beside the step that finds them.
+//!
 //! Steps per instance: `tcp` (DNS and TCP), `tls` (https only), `http` (HA answers, with
 //! `GET /auth/providers`, which needs no token: an unauthenticated `GET /api/` would count as a
 //! failed login in HA's ban middleware), `token`, `user`, `ha` (version and state), `subscribe`
