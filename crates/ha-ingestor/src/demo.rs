@@ -114,8 +114,19 @@ pub async fn demo(options: DemoOptions, metrics: PrometheusHandle) -> Result<Str
     }
     sim.shutdown().await;
     if stored.is_err() {
+        // Say what was counted: every state change the simulator made is a distinct (entity,
+        // last_updated), so each must be one row; rows the store merged as repeats are named.
+        let merged = metrics
+            .render()
+            .lines()
+            .filter(|l| {
+                l.starts_with("ha_ingestor_events_dropped_total") && l.contains("duplicate")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
         return Err(RunError::Other(format!(
-            "only {} of {} events reached the database within 60 s",
+            "only {} of the {} state changes the simulator made are rows in the database after \
+             60 s ({merged} merged as repeats of a stored row)",
             count(&conn) - base,
             generator.emitted()
         )));

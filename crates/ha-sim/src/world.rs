@@ -412,6 +412,9 @@ impl World {
         now: i64,
     ) -> Option<Change> {
         let old = self.states.get(entity_id).cloned();
+        // Each entity's times strictly increase: a fast generator can set one entity twice within
+        // a microsecond, which HA's clock (sub-microsecond `time.time()`) practically never shows.
+        let now = old.as_ref().map_or(now, |o| now.max(o.last_updated + 1));
         let (key, last_changed) = match &old {
             Some(o) => {
                 let same_state = o.state == state;
@@ -516,6 +519,30 @@ mod tests {
             d,
             format!(r#"{{"+":{{"s":"43","lc":{lc},"c":{{"user_id":"u1","id":"01DEF"}}}}}}"#)
         );
+    }
+
+    #[test]
+    fn an_entity_set_twice_in_one_microsecond_gets_increasing_times() {
+        let mut w = World::new(&[], 1, 100);
+        let attrs = Attrs::new(serde_json::json!({}));
+        let ctx = w.new_context(1, None);
+        let mut times = Vec::new();
+        for state in ["1", "2", "3"] {
+            let change = w
+                .set(
+                    "sensor.fast",
+                    state.into(),
+                    attrs.clone(),
+                    false,
+                    ctx.clone(),
+                    500,
+                )
+                .unwrap();
+            let now = &w.states["sensor.fast"];
+            times.push((now.last_changed, now.last_updated));
+            drop(change);
+        }
+        assert_eq!(times, vec![(500, 500), (501, 501), (502, 502)]);
     }
 
     #[test]
