@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ha_client::auth::StaticToken;
-use ha_client::ws::{HistoryQuery, WsClient};
 use ha_testenv::{CutProxy, RealHa};
 use process::{Ingestor, log_tail, spawn_ingestor, wait_ready};
 use sinks::{env, influx_rows, reqwest_client};
@@ -59,27 +57,12 @@ fn sqlite_rows(db: &Path) -> Vec<Row> {
         .collect()
 }
 
+/// HA's recorded changes from `since_us` on.
 async fn recorded(ha: &RealHa, since_us: i64) -> BTreeSet<Row> {
-    let ws = WsClient::builder(&ha.url)
-        .token_source(StaticToken::new(ha.admin.long_lived_token.clone().unwrap()))
-        .connect()
+    let token = ha.admin.long_lived_token.clone().unwrap();
+    process::recorded(&ha.url, &token, &ENTITIES, since_us)
         .await
-        .unwrap();
-    let start = jiff::Timestamp::from_microsecond(since_us - 1_000_000).unwrap();
-    let query = HistoryQuery::new(
-        start.to_string(),
-        ENTITIES.iter().map(|e| e.to_string()).collect(),
-    );
-    let history = ws.history_during_period(&query).await.unwrap();
-    ws.close();
-    history
         .into_iter()
-        .flat_map(|(entity, states)| {
-            states
-                .into_iter()
-                .map(move |s| (entity.clone(), s.last_updated_us(), s.state))
-        })
-        .filter(|r| r.1 >= since_us)
         .collect()
 }
 

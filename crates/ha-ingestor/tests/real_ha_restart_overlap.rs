@@ -15,8 +15,6 @@ mod sinks;
 use std::path::Path;
 use std::time::Duration;
 
-use ha_client::auth::StaticToken;
-use ha_client::ws::{HistoryQuery, WsClient};
 use ha_testenv::HaTarget;
 use process::{log_tail, spawn_ingestor, wait_ready};
 use sinks::{env, influx_rows, reqwest_client};
@@ -74,29 +72,7 @@ fn sqlite_rows(db: &Path, since_us: i64) -> (Vec<Row>, usize) {
 
 /// HA's recorded changes of [`ENTITIES`] from `since_us` on, sorted.
 async fn recorded(ha: &HaTarget, since_us: i64) -> Vec<Row> {
-    let ws = WsClient::builder(&ha.url)
-        .token_source(StaticToken::new(ha.admin_token.clone()))
-        .connect()
-        .await
-        .unwrap();
-    let start = jiff::Timestamp::from_microsecond(since_us - 1_000_000).unwrap();
-    let query = HistoryQuery::new(
-        start.to_string(),
-        ENTITIES.iter().map(|e| e.to_string()).collect(),
-    );
-    let history = ws.history_during_period(&query).await.unwrap();
-    ws.close();
-    let mut rows: Vec<Row> = history
-        .into_iter()
-        .flat_map(|(entity, states)| {
-            states
-                .into_iter()
-                .map(move |s| (entity.clone(), s.last_updated_us(), s.state))
-        })
-        .filter(|r| r.1 >= since_us)
-        .collect();
-    rows.sort();
-    rows
+    process::recorded(&ha.url, &ha.admin_token, &ENTITIES, since_us).await
 }
 
 /// Sets `count` states through HA's REST API, round robin over [`ENTITIES`], with attributes in

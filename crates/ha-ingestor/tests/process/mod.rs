@@ -155,3 +155,38 @@ time_column = "last_updated"
         influx_db,
     }
 }
+
+/// HA's recorded changes of `entities` from `since_us` on, as (entity_id, last_updated in µs,
+/// state), sorted: what the store must hold, row by row.
+pub async fn recorded(
+    url: &str,
+    admin_token: &str,
+    entities: &[&str],
+    since_us: i64,
+) -> Vec<(String, i64, String)> {
+    use ha_client::auth::StaticToken;
+    use ha_client::ws::{HistoryQuery, WsClient};
+    let ws = WsClient::builder(url)
+        .token_source(StaticToken::new(admin_token.to_string()))
+        .connect()
+        .await
+        .unwrap();
+    let start = jiff::Timestamp::from_microsecond(since_us - 1_000_000).unwrap();
+    let query = HistoryQuery::new(
+        start.to_string(),
+        entities.iter().map(|e| e.to_string()).collect(),
+    );
+    let history = ws.history_during_period(&query).await.unwrap();
+    ws.close();
+    let mut rows: Vec<(String, i64, String)> = history
+        .into_iter()
+        .flat_map(|(entity, states)| {
+            states
+                .into_iter()
+                .map(move |s| (entity.clone(), s.last_updated_us(), s.state))
+        })
+        .filter(|r| r.1 >= since_us)
+        .collect();
+    rows.sort();
+    rows
+}

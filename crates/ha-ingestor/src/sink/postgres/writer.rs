@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use super::rows::{
 };
 use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
-use crate::sink::split::{SplitError, Splitter};
+use crate::sink::split::{Split, SplitError, Splitter};
 use crate::sink::{JournalEvent, JournalRow, Rejected, Sink, SinkError, WriteReport};
 
 /// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
@@ -249,28 +250,18 @@ impl PostgresSink {
         }
 
         // Chunks in order, each split in halves on a data error until the bad rows stand alone.
-        let mut split = Splitter::new(prepared.len(), CHUNK_ROWS);
-        while let Some(part) = split.next_part() {
-            match self.insert(&prepared[part.clone()]).await {
-                Ok(()) => split.written(part),
-                Err((Class::Data, detail)) => {
-                    if let Err(e) = split.refused(part, detail) {
-                        return Err(self.every_row_refused(e));
-                    }
-                }
-                Err((class, detail)) => {
-                    // Reconnect in `prepare`: after a failure the connection may be half dead.
-                    self.conn = None;
-                    if class == Class::StaleEntity {
-                        self.entities.clear();
-                    }
-                    return Err(self.ctx.error_of("writing", class, &detail));
-                }
-            }
-        }
-        let split = match split.finish() {
+        let split = match insert_in_parts(prepared.len(), |part| self.insert(&prepared[part])).await
+        {
             Ok(split) => split,
-            Err(e) => return Err(self.every_row_refused(e)),
+            Err(Stop::EveryRowRefused(e)) => return Err(self.every_row_refused(e)),
+            Err(Stop::Failed(class, detail)) => {
+                // Reconnect in `prepare`: after a failure the connection may be half dead.
+                self.conn = None;
+                if class == Class::StaleEntity {
+                    self.entities.clear();
+                }
+                return Err(self.ctx.error_of("writing", class, &detail));
+            }
         };
         report.written += split.written;
         for (i, reason) in split.refused {
@@ -306,35 +297,17 @@ impl PostgresSink {
                 }),
             }
         }
-        let mut split = Splitter::new(prepared.len(), CHUNK_ROWS);
-        while let Some(part) = split.next_part() {
-            let columns = EventColumns::new(&prepared[part.clone()]);
-            let params = columns.params();
-            let insert = conn.client.execute(EVENTS_INSERT, &params);
-            let result = match tokio::time::timeout(STATEMENT_TIMEOUT, insert).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err((classify(&e), error_text(&e))),
-                Err(_) => Err((
-                    Class::Unavailable,
-                    format!("no answer within {}s", STATEMENT_TIMEOUT.as_secs()),
-                )),
-            };
-            match result {
-                Ok(()) => split.written(part),
-                Err((Class::Data, detail)) => {
-                    if let Err(e) = split.refused(part, detail) {
-                        return Err(self.every_row_refused(e));
-                    }
-                }
-                Err((class, detail)) => {
-                    self.conn = None;
-                    return Err(self.ctx.error_of("writing events", class, &detail));
-                }
-            }
-        }
-        let split = match split.finish() {
+        let insert = |part: Range<usize>| {
+            let columns = EventColumns::new(&prepared[part]);
+            async move { timed(conn.client.execute(EVENTS_INSERT, &columns.params())).await }
+        };
+        let split = match insert_in_parts(prepared.len(), insert).await {
             Ok(split) => split,
-            Err(e) => return Err(self.every_row_refused(e)),
+            Err(Stop::EveryRowRefused(e)) => return Err(self.every_row_refused(e)),
+            Err(Stop::Failed(class, detail)) => {
+                self.conn = None;
+                return Err(self.ctx.error_of("writing events", class, &detail));
+            }
         };
         report.written += split.written;
         for (i, reason) in split.refused {
@@ -375,14 +348,7 @@ impl PostgresSink {
                 }
             }
         };
-        match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err((classify(&e), error_text(&e))),
-            Err(_) => Err((
-                Class::Unavailable,
-                format!("no answer within {}s", STATEMENT_TIMEOUT.as_secs()),
-            )),
-        }
+        timed(fut).await
     }
 
     /// Fills `entity` in every row, creating the `ha_entities` rows the cache lacks.
@@ -468,6 +434,48 @@ impl PostgresSink {
     fn cached_entity(&self, instance: &str, entity_id: &str) -> Option<i32> {
         self.entities.get(instance)?.get(entity_id).copied()
     }
+}
+
+/// A statement with [`STATEMENT_TIMEOUT`]; an error's class and the server's words.
+async fn timed(
+    statement: impl Future<Output = Result<u64, tokio_postgres::Error>>,
+) -> Result<(), (Class, String)> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, statement).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err((classify(&e), error_text(&e))),
+        Err(_) => Err((
+            Class::Unavailable,
+            format!("no answer within {}s", STATEMENT_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// Why [`insert_in_parts`] stopped.
+enum Stop {
+    /// The guard of [`crate::sink::split`]: the table, not the data, is at fault.
+    EveryRowRefused(SplitError),
+    /// Not a data error: the connection or the server.
+    Failed(Class, String),
+}
+
+/// Inserts `n` prepared rows in chunks, in order, a refused chunk split in halves until the bad
+/// rows stand alone; `insert` writes the rows of one part.
+async fn insert_in_parts<F, Fut>(n: usize, mut insert: F) -> Result<Split, Stop>
+where
+    F: FnMut(Range<usize>) -> Fut,
+    Fut: Future<Output = Result<(), (Class, String)>>,
+{
+    let mut split = Splitter::new(n, CHUNK_ROWS);
+    while let Some(part) = split.next_part() {
+        match insert(part.clone()).await {
+            Ok(()) => split.written(part),
+            Err((Class::Data, detail)) => {
+                split.refused(part, detail).map_err(Stop::EveryRowRefused)?
+            }
+            Err((class, detail)) => return Err(Stop::Failed(class, detail)),
+        }
+    }
+    split.finish().map_err(Stop::EveryRowRefused)
 }
 
 impl Sink for PostgresSink {
