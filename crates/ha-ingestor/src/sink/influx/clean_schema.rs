@@ -102,18 +102,14 @@ impl CleanEncoder {
     /// Appends the line for `row` (timestamp in microseconds). Always [`Encoded::Written`].
     pub fn encode(&self, row: &JournalRow, time: TimeColumn, out: &mut String) -> Encoded {
         out.push_str(&self.measurement);
-        for (k, v) in [
-            ("domain", row.domain()),
-            ("entity_id", row.entity_id.as_str()),
-            ("instance", &*row.instance),
-        ] {
-            if !v.is_empty() {
-                out.push(',');
-                out.push_str(k);
-                out.push('=');
-                let _ = Escaper::tag(out).write_str(v);
-            }
-        }
+        write_tags(
+            out,
+            [
+                ("domain", row.domain()),
+                ("entity_id", row.entity_id.as_str()),
+                ("instance", &*row.instance),
+            ],
+        );
         out.push_str(" state=");
         write_quoted(out, &row.state);
         if let Some(v) = row.value.filter(|v| v.is_finite()) {
@@ -136,17 +132,13 @@ impl CleanEncoder {
     /// Appends the line for an event (timestamp in microseconds: `time_fired`).
     pub fn encode_event(&self, event: &JournalEvent, out: &mut String) {
         out.push_str(&self.events_measurement);
-        for (k, v) in [
-            ("event_type", event.event_type.as_str()),
-            ("instance", &*event.instance),
-        ] {
-            if !v.is_empty() {
-                out.push(',');
-                out.push_str(k);
-                out.push('=');
-                let _ = Escaper::tag(out).write_str(v);
-            }
-        }
+        write_tags(
+            out,
+            [
+                ("event_type", event.event_type.as_str()),
+                ("instance", &*event.instance),
+            ],
+        );
         out.push_str(" data=");
         write_quoted(out, &event.data);
         for (k, v) in [
@@ -161,6 +153,18 @@ impl CleanEncoder {
             }
         }
         let _ = writeln!(out, " {}", event.time_fired_us);
+    }
+}
+
+/// `,key=value` for each tag with a value (an empty tag value is not valid line protocol).
+fn write_tags<'a>(out: &mut String, tags: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (k, v) in tags {
+        if !v.is_empty() {
+            out.push(',');
+            out.push_str(k);
+            out.push('=');
+            let _ = Escaper::tag(out).write_str(v);
+        }
     }
 }
 
