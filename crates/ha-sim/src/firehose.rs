@@ -70,7 +70,8 @@ impl FirehoseTemplates {
     /// loop. Same inputs, same sequence.
     pub fn build(entities: &[EntitySeed], seed: u64, steps: usize) -> Arc<FirehoseTemplates> {
         let steps = steps.clamp(1, MAX_LEN - entities.len());
-        let mut w = World::new(entities, seed, 1);
+        // The seeds are set before the templates' own clock starts (BASE_US).
+        let mut w = World::new_at(entities, seed, 1, BASE_US - 1_000_000);
         let initial = w.states.clone();
         let mut targets = world_targets(&w);
         let mut rng = Rng(seed);

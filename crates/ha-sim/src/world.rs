@@ -368,14 +368,19 @@ pub fn valid_entity_id(id: &str) -> bool {
 }
 
 impl World {
-    /// A world with the seeded entities (recorded as their first history rows).
+    /// A world with the seeded entities (recorded as their first history rows), set now.
     pub fn new(seeds: &[EntitySeed], seed: u64, recorder_cap: usize) -> World {
+        World::new_at(seeds, seed, recorder_cap, now_us())
+    }
+
+    /// [`World::new`] with the seeded entities set at `now` (a synthetic clock, as the firehose
+    /// templates' own, must start after it: each entity's times only increase).
+    pub fn new_at(seeds: &[EntitySeed], seed: u64, recorder_cap: usize, now: i64) -> World {
         let mut w = World {
             states: BTreeMap::new(),
             recorder: Recorder::new(recorder_cap),
             rng: Rng(seed ^ 0x5EED),
         };
-        let now = now_us();
         for s in seeds {
             let ctx = w.new_context(now, None);
             w.set(
