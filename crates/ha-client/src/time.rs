@@ -30,9 +30,40 @@ pub fn micros_from_seconds(seconds: f64) -> i64 {
         .saturating_add(micros as i64)
 }
 
+/// HA's float seconds as a JSON field, parsed from the number's text by Rust's correctly rounded
+/// parser. serde_json's default float parsing may be one unit in the last place off (a quarter
+/// of a microsecond at today's dates), enough to round a time to another microsecond; its
+/// `float_roundtrip` feature fixes that for every float at twice the cost, this only where the
+/// microseconds matter. Needs a deserializer that lends its input (`serde_json::from_str`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seconds(pub f64);
+
+impl<'de> serde::Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        raw.get()
+            .parse()
+            .map(Seconds)
+            .map_err(|_| serde::de::Error::custom(format!("not epoch seconds: {}", raw.get())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::micros_from_seconds;
+
+    #[test]
+    fn seconds_parse_exactly_from_the_number_text() {
+        #[derive(serde::Deserialize)]
+        struct S {
+            lu: Option<super::Seconds>,
+        }
+        // Parsed by the std parser: the very double Python wrote with repr().
+        let s: S = serde_json::from_str(r#"{"lu":1796591204.8458867}"#).unwrap();
+        assert_eq!(s.lu.unwrap().0.to_bits(), 1796591204.8458867f64.to_bits());
+        assert!(serde_json::from_str::<S>(r#"{"lu":"x"}"#).is_err());
+        assert!(serde_json::from_str::<S>(r#"{}"#).unwrap().lu.is_none());
+    }
 
     #[test]
     fn ties_round_to_even_and_carry_into_the_second() {

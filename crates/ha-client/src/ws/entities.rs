@@ -8,6 +8,8 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::time::Seconds;
+
 use super::Subscription;
 
 /// An entity's full state, rebuilt from the compressed diffs.
@@ -67,9 +69,9 @@ struct CompressedState {
     #[serde(default)]
     c: Option<Value>,
     #[serde(default)]
-    lc: Option<f64>,
+    lc: Option<Seconds>,
     #[serde(default)]
-    lu: Option<f64>,
+    lu: Option<Seconds>,
 }
 
 #[derive(Deserialize)]
@@ -103,14 +105,14 @@ pub(crate) fn apply(
     let msg: Compressed = serde_json::from_str(raw)?;
     let mut update = EntitiesUpdate::default();
     for (entity_id, s) in msg.a {
-        let lc = s.lc.unwrap_or_default();
+        let lc = s.lc.map_or(0.0, |s| s.0);
         let state = EntityState {
             entity_id: entity_id.clone(),
             state: s.s.unwrap_or_default(),
             attributes: s.a.unwrap_or_default(),
             context_id: s.c.as_ref().and_then(context_id),
             last_changed: lc,
-            last_updated: s.lu.unwrap_or(lc),
+            last_updated: s.lu.map_or(lc, |s| s.0),
         };
         entities.insert(entity_id, state.clone());
         update.changed.push(state);
@@ -129,11 +131,11 @@ pub(crate) fn apply(
             if let Some(c) = plus.c.as_ref().and_then(context_id) {
                 state.context_id = Some(c);
             }
-            if let Some(lc) = plus.lc {
+            if let Some(Seconds(lc)) = plus.lc {
                 state.last_changed = lc;
                 state.last_updated = lc;
             }
-            if let Some(lu) = plus.lu {
+            if let Some(Seconds(lu)) = plus.lu {
                 state.last_updated = lu;
             }
         }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::time::Seconds;
+
 /// A state object as HA sends it (`get_states`, `state_changed`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -273,9 +275,9 @@ struct CompressedHistoryState {
     #[serde(default)]
     a: Option<Map<String, Value>>,
     #[serde(default)]
-    lu: Option<f64>,
+    lu: Option<Seconds>,
     #[serde(default)]
-    lc: Option<f64>,
+    lc: Option<Seconds>,
 }
 
 /// Decodes `history/history_during_period`'s result.
@@ -291,11 +293,11 @@ pub(crate) fn decode_history(
                 .into_iter()
                 .map(|c| {
                     // minimal_response entries carry `lc` only; full ones `lu` and maybe `lc`.
-                    let lu = c.lu.or(c.lc).unwrap_or_default();
+                    let lu = c.lu.or(c.lc).map_or(0.0, |s| s.0);
                     HistoryState {
                         state: c.s,
                         attributes: c.a.unwrap_or_default(),
-                        last_changed: c.lc.unwrap_or(lu),
+                        last_changed: c.lc.map_or(lu, |s| s.0),
                         last_updated: lu,
                     }
                 })
