@@ -140,9 +140,8 @@ pub(crate) fn apply(
             }
         }
         if let Some(minus) = diff.minus {
-            for k in minus.a {
-                state.attributes.shift_remove(&k);
-            }
+            // `retain` keeps the others in order, with serde_json's `preserve_order` or without.
+            state.attributes.retain(|k, _| !minus.a.contains(k));
         }
         update.changed.push(state.clone());
     }
