@@ -230,7 +230,9 @@ impl Backfiller {
 
     async fn read_window(&self, entities: &[String], start_us: i64) -> Result<u64, String> {
         let mut sent = 0;
-        let slices = slices(start_us, now_us());
+        // At least one slice, even when HA's clock runs ahead of this host's (the window starts
+        // at HA's time); the last one is open-ended, so HA reads up to its own now.
+        let slices = slices(start_us, now_us().max(start_us + 1));
         let last = slices.len().saturating_sub(1);
         for (i, (start, end)) in slices.into_iter().enumerate() {
             // The last slice stays open-ended: rows committed while it is read still come back.
