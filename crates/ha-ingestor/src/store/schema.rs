@@ -68,7 +68,8 @@ FROM states s JOIN entities e ON e.id = s.entity LEFT JOIN attributes a ON a.id 
 "#;
 
 /// Version 2: the tables earlier releases created on first use (a sink's first refused row, the
-/// first history import), now part of the schema.
+/// first history import), now part of the schema (run after version 1's DDL again, see
+/// [`MIGRATIONS`]).
 const V2_LAZY_TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS dead_letters (
     id       INTEGER PRIMARY KEY,
@@ -88,23 +89,55 @@ CREATE TABLE IF NOT EXISTS import_progress (
 
 /// Version 3: the journal carries kinds of records (`state`, `event`; statistics and registry
 /// entries to come), each in its own table with its own id sequence, so a sink keeps one cursor
-/// per kind it takes, and a dead letter says which kind its id belongs to.
-const V3_RECORD_KINDS: &str = r#"
-CREATE TABLE sink_cursors_by_kind (
-    sink    TEXT NOT NULL,
-    kind    TEXT NOT NULL,                 -- 'state', 'event'
-    last_id INTEGER NOT NULL,              -- the last id of that kind's table the sink acknowledged
-    PRIMARY KEY (sink, kind)
-);
-INSERT INTO sink_cursors_by_kind (sink, kind, last_id) SELECT sink, 'state', last_id FROM sink_cursors;
-DROP TABLE sink_cursors;
-ALTER TABLE sink_cursors_by_kind RENAME TO sink_cursors;
-ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';
-CREATE INDEX IF NOT EXISTS events_time ON events (time_fired_us);
-"#;
+/// per kind it takes, and a dead letter says which kind its id belongs to. Code, not SQL: it must
+/// also run on a file it already changed (an older release, run in between, sets `user_version`
+/// back to 1 at every start).
+fn v3_record_kinds(tx: &Connection) -> rusqlite::Result<()> {
+    if !has_column(tx, "sink_cursors", "kind")? {
+        tx.execute_batch(
+            "CREATE TABLE sink_cursors_by_kind (
+                 sink    TEXT NOT NULL,
+                 kind    TEXT NOT NULL,        -- 'state', 'event'
+                 last_id INTEGER NOT NULL,     -- the last id of that kind's table the sink acknowledged
+                 PRIMARY KEY (sink, kind)
+             );
+             INSERT INTO sink_cursors_by_kind (sink, kind, last_id)
+                 SELECT sink, 'state', last_id FROM sink_cursors;
+             DROP TABLE sink_cursors;
+             ALTER TABLE sink_cursors_by_kind RENAME TO sink_cursors;",
+        )?;
+    }
+    if !has_column(tx, "dead_letters", "kind")? {
+        tx.execute_batch(
+            "ALTER TABLE dead_letters ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';",
+        )?;
+    }
+    tx.execute_batch("CREATE INDEX IF NOT EXISTS events_time ON events (time_fired_us);")
+}
 
-/// Every migration, in order.
-const MIGRATIONS: &[&str] = &[V1_BASE, V2_LAZY_TABLES, V3_RECORD_KINDS];
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// One migration.
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&Connection) -> rusqlite::Result<()>),
+}
+
+/// Every migration, in order. Version 2 runs version 1's DDL again (all `IF NOT EXISTS`): files
+/// of early releases have `user_version` 1 but lack tables added later (`gaps`, `sink_cursors`),
+/// which those releases created at every start.
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(V1_BASE),
+    Migration::Code(|tx| tx.execute_batch(&format!("{V1_BASE}{V2_LAZY_TABLES}"))),
+    Migration::Code(v3_record_kinds),
+];
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -123,8 +156,11 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             known: VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-        tx.execute_batch(sql)?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Code(run) => run(&tx)?,
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
     tx.commit()?;
@@ -154,6 +190,51 @@ mod tests {
             )
             .unwrap();
         assert_eq!(kinds, 1);
+    }
+
+    #[test]
+    fn a_file_set_back_to_version_1_by_an_older_release_migrates_again() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO sink_cursors (sink, kind, last_id) VALUES ('s', 'state', 5), ('s', 'event', 7)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn).unwrap(), VERSION);
+        let n: i64 = conn
+            .query_row("SELECT sum(last_id) FROM sink_cursors", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 12);
+    }
+
+    #[test]
+    fn an_early_file_at_version_1_without_later_tables_gets_them() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE entities (id INTEGER PRIMARY KEY, instance TEXT NOT NULL, entity_id TEXT NOT NULL, domain TEXT NOT NULL, UNIQUE (instance, entity_id));
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        for table in [
+            "states",
+            "events",
+            "gaps",
+            "sink_cursors",
+            "dead_letters",
+            "import_progress",
+        ] {
+            assert!(
+                has_column(&conn, table, "id").unwrap()
+                    || has_column(&conn, table, "sink").unwrap()
+                    || has_column(&conn, table, "instance").unwrap(),
+                "{table}"
+            );
+        }
+        assert!(has_column(&conn, "sink_cursors", "kind").unwrap());
     }
 
     #[test]

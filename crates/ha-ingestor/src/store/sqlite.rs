@@ -284,6 +284,18 @@ impl SqliteStore {
             [limit],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        // Each table keeps its newest row: ids are `max(id) + 1`, and an emptied table would
+        // hand out ids a sink's cursor has passed already, so their rows would never be sent.
+        let newest = |table: &str| -> rusqlite::Result<i64> {
+            tx.query_row(
+                &format!("SELECT coalesce(max(id), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )
+        };
+        let (newest_state, newest_event) = (newest("states")?, newest("events")?);
+        let states_up_to = states_up_to.map(|id| id.min(newest_state - 1));
+        let events_up_to = events_up_to.map(|id| id.min(newest_event - 1));
         let mut n = 0;
         if let Some(id) = states_up_to {
             n += tx.execute("DELETE FROM states WHERE id <= ?1", [id])?;
@@ -598,14 +610,22 @@ mod tests {
         let states: Vec<Record> = (100..150).map(|i| row("sensor.a", "1", i, "{}")).collect();
         store.write_batch(&events).unwrap();
         store.write_batch(&states).unwrap();
-        assert_eq!(store.evict_oldest(60).unwrap(), 60);
+        // 60 asked: 49 events (the newest stays, so no id is handed out twice) and 10 states.
+        assert_eq!(store.evict_oldest(60).unwrap(), 59);
         let count = |table: &str| -> i64 {
             store
                 .connection()
                 .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
                 .unwrap()
         };
-        assert_eq!((count("events"), count("states")), (0, 40));
+        assert_eq!((count("events"), count("states")), (1, 40));
+        // A new event after that gets a new id, past every cursor.
+        store.write_batch(&[event(500)]).unwrap();
+        let newest: i64 = store
+            .connection()
+            .query_row("SELECT max(id) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(newest, 51);
         // Interleaved in time: each kind loses its own oldest.
         let mut store = SqliteStore::in_memory().unwrap();
         let mixed: Vec<Record> = (0..40)

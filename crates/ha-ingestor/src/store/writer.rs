@@ -179,14 +179,14 @@ fn commit(
         metrics::counter!("ha_ingestor_journal_full_total").increment(1);
         // Make some headroom (5 %) so eviction does not run after every batch.
         let target = max / 20 * 19;
-        // Evict in steps of 2 % of the rows (estimated from the id range, which is O(1)).
-        let (lo, hi): (Option<i64>, Option<i64>) =
-            store
-                .connection()
-                .query_row("SELECT min(id), max(id) FROM states", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-        let span = u64::try_from(hi.unwrap_or(0) - lo.unwrap_or(0)).unwrap_or(0);
+        // Evict in steps of 2 % of the records of every kind (estimated from the id ranges, O(1)).
+        let span: i64 = store.connection().query_row(
+            "SELECT (SELECT coalesce(max(id) - min(id), 0) FROM states) \
+                  + (SELECT coalesce(max(id) - min(id), 0) FROM events)",
+            [],
+            |r| r.get(0),
+        )?;
+        let span = u64::try_from(span).unwrap_or(0);
         let step = (span / 50).max(10);
         let mut evicted = 0;
         while store.used_bytes()? > target {
