@@ -174,6 +174,14 @@ impl SqliteStore {
                 let n = match record {
                     Record::State(row) => {
                         let entity = entity_id(&tx, &mut self.entity_ids, row)?;
+                        // Before the attribute set is looked up or inserted: a duplicate must not
+                        // leave an unused attribute row behind.
+                        if row.time_fired_us.is_none()
+                            && stored_within_a_microsecond(&tx, entity, row)?
+                        {
+                            outcome.count(record.instance(), false);
+                            continue;
+                        }
                         let attributes =
                             attribute_id(&tx, &mut self.attribute_ids, &row.attributes)?;
                         let this = LastRow {
@@ -193,12 +201,6 @@ impl SqliteStore {
                         {
                             outcome.unchanged += 1;
                             outcome.inserted_flags.push(false);
-                            continue;
-                        }
-                        if row.time_fired_us.is_none()
-                            && stored_within_a_microsecond(&tx, entity, row, attributes)?
-                        {
-                            outcome.count(record.instance(), false);
                             continue;
                         }
                         if last.is_none_or(|l| l.last_updated_us < this.last_updated_us) {
@@ -378,25 +380,20 @@ fn stored_within_a_microsecond(
     tx: &rusqlite::Transaction<'_>,
     entity: i64,
     row: &StateRow,
-    attributes: i64,
 ) -> Result<bool, StoreError> {
     let mut near = tx.prepare_cached(
-        "SELECT s.attributes, a.json FROM states s LEFT JOIN attributes a ON a.id = s.attributes \
+        "SELECT coalesce(a.json, '{}') FROM states s LEFT JOIN attributes a ON a.id = s.attributes \
          WHERE s.entity = ?1 AND s.last_updated_us IN (?2 - 1, ?2 + 1) AND s.state = ?3",
     )?;
     let mut rows = near.query(params![entity, row.last_updated_us, row.state])?;
     while let Some(r) = rows.next()? {
-        if r.get::<_, Option<i64>>(0)? == Some(attributes) {
+        let stored = r.get_ref(0)?.as_str().unwrap_or_default();
+        if stored == row.attributes {
             return Ok(true);
         }
         // The same attributes written differently (key order, number format): compare as JSON.
-        let stored: Option<String> = r.get(1)?;
         let parse = |json: &str| serde_json::from_str::<serde_json::Value>(json).ok();
-        if stored
-            .as_deref()
-            .and_then(parse)
-            .is_some_and(|a| Some(a) == parse(&row.attributes))
-        {
+        if parse(stored).is_some_and(|a| Some(a) == parse(&row.attributes)) {
             return Ok(true);
         }
     }
@@ -584,6 +581,18 @@ mod tests {
             .unwrap();
         assert_eq!((o.inserted, o.duplicates), (4, 2));
         assert_eq!(o.inserted_flags, vec![false, false, true, true, true, true]);
+        // The duplicate's differently written attributes left no attribute row behind.
+        let sets: Vec<String> = {
+            let mut stmt = store
+                .connection()
+                .prepare("SELECT json FROM attributes ORDER BY id")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(sets, vec![a.to_string(), r#"{"u":"kW"}"#.to_string()]);
         // Live rows are keyed by HA's own ISO time only: one 1 µs off is stored.
         let o = store
             .write_batch(&[changed_at("sensor.b", "1", 102, 102, a)])
