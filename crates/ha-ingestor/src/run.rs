@@ -87,18 +87,7 @@ pub async fn run(
         }
     });
     let mut writer = spawn_writer(
-        WriterConfig {
-            path: config.db.clone(),
-            batch_size: config.store.batch_size,
-            flush_interval: config.store.flush_interval(),
-            min_commit_interval: config.store.min_commit_interval(),
-            bound: config
-                .store
-                .max_db_bytes
-                .map(|max| (max, config.store.on_full)),
-            on_commit: Some(on_commit),
-            skip_unchanged: config.store.skip_unchanged,
-        },
+        WriterConfig::new(&config, Some(on_commit)),
         rx,
         Some(health.clone()),
     )?;

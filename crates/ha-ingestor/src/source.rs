@@ -5,7 +5,6 @@ use std::time::SystemTime;
 
 use ha_client::Error as ClientError;
 use ha_client::ws::{ConnectionEvent, Event, WsClient};
-
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{InstanceConfig, Subscribe};

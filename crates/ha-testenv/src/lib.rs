@@ -98,8 +98,9 @@ impl RealHa {
 }
 
 /// A real HA a test runs against, with what most tests need: the harness's (2024.3.3, see
-/// [`RealHa`]) or the current release's (2026.2.3, `scripts/real-ha-current/up.sh`).
-#[derive(Clone, Debug)]
+/// [`RealHa`]) or the current release's (2026.2.3, `scripts/real-ha-current/up.sh`). `Debug`
+/// leaves the tokens out.
+#[derive(Clone)]
 pub struct HaTarget {
     /// Base URL.
     pub url: String,
@@ -109,6 +110,15 @@ pub struct HaTarget {
     pub admin_token: String,
     /// A long-lived token of a non-admin user.
     pub user_token: String,
+}
+
+impl std::fmt::Debug for HaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaTarget")
+            .field("url", &self.url)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HaTarget {

@@ -99,22 +99,7 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
         committed_tx.send_modify(|n| *n += records.len() as u64);
     });
     let mut sent: u64 = 0;
-    let writer = spawn_writer(
-        WriterConfig {
-            path: config.db.clone(),
-            batch_size: config.store.batch_size,
-            flush_interval: config.store.flush_interval(),
-            min_commit_interval: config.store.min_commit_interval(),
-            bound: config
-                .store
-                .max_db_bytes
-                .map(|max| (max, config.store.on_full)),
-            on_commit: Some(on_commit),
-            skip_unchanged: config.store.skip_unchanged,
-        },
-        rx,
-        None,
-    )?;
+    let writer = spawn_writer(WriterConfig::new(&config, Some(on_commit)), rx, None)?;
     let progress = ImportProgress::open(&config.db).map_err(|e| RunError::Other(e.to_string()))?;
     if options.fresh {
         progress

@@ -10,8 +10,8 @@
 
 use serde::Deserialize;
 
+use super::JournalRow;
 use super::influx::InfluxConfig;
-use super::journal::JournalRow;
 use super::postgres::PostgresConfig;
 use crate::filter::{AttributesConfig, FilterConfig};
 

@@ -13,15 +13,14 @@
 
 pub mod config;
 pub mod influx;
-pub mod journal;
 pub mod postgres;
 pub mod runner;
 pub mod split;
 
 use futures_util::future::BoxFuture;
 
+pub use crate::store::journal::{JournalEvent, JournalRow};
 pub use config::{SinkConfig, SinkKind, SinkStart, TimeColumn};
-pub use journal::{JournalEvent, JournalRow};
 
 use crate::record::RecordKind;
 

@@ -11,12 +11,13 @@ use std::time::Duration;
 use ha_client::RetryPolicy;
 use tokio::sync::watch;
 
+use super::JournalRow;
 use super::WriteReport;
-use super::journal::{Journal, JournalRow};
 use super::{Sink, SinkError, SinkStart};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::health::Health;
 use crate::record::RecordKind;
+use crate::store::journal::Journal;
 
 /// Everything one sink's loop needs.
 pub struct SinkRunner {

@@ -7,7 +7,7 @@ use super::Access;
 
 /// Runs `f` on a connection of its own, off the async threads: read-only unless `write`. Writes
 /// wait for the writer's lock (SQLite serializes writers).
-pub async fn on_db<T: Send + 'static>(
+async fn on_db<T: Send + 'static>(
     db: &Path,
     write: bool,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,

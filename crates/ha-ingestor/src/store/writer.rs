@@ -30,6 +30,22 @@ pub struct WriterConfig {
     pub skip_unchanged: bool,
 }
 
+impl WriterConfig {
+    /// The writer of `config`'s database, with its `[store]` settings.
+    pub fn new(config: &crate::config::Config, on_commit: Option<CommitHook>) -> Self {
+        let store = &config.store;
+        WriterConfig {
+            path: config.db.clone(),
+            batch_size: store.batch_size,
+            flush_interval: store.flush_interval(),
+            min_commit_interval: store.min_commit_interval(),
+            bound: store.max_db_bytes.map(|max| (max, store.on_full)),
+            on_commit,
+            skip_unchanged: store.skip_unchanged,
+        }
+    }
+}
+
 /// See [`WriterConfig::on_commit`].
 pub type CommitHook = std::sync::Arc<dyn Fn(&[Record], &WriteOutcome) + Send + Sync>;
 

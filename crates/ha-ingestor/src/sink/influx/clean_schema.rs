@@ -18,7 +18,7 @@ use super::config::{CleanSchemaOptions, FieldType};
 use super::escape::{Escaper, write_quoted};
 use super::python::{Py, parse_attributes, py_float, write_py_float};
 use crate::sink::config::TimeColumn;
-use crate::sink::journal::{JournalEvent, JournalRow};
+use crate::sink::{JournalEvent, JournalRow};
 
 /// Encodes rows in the clean schema (see the module docs).
 pub struct CleanEncoder {

@@ -39,8 +39,8 @@ use super::python::{
     write_py_float, write_py_str,
 };
 use crate::glob::Glob;
+use crate::sink::JournalRow;
 use crate::sink::config::TimeColumn;
-use crate::sink::journal::JournalRow;
 
 /// Encodes rows exactly as HA's `influxdb` integration would (see the module docs). Built once from
 /// the options (globs compiled, lists sorted); `encode` allocates only small per-row vectors.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use super::Encoded;
 use super::clean_schema::CleanEncoder;
 use super::ha_schema::HaEncoder;
+use crate::sink::JournalRow;
 use crate::sink::config::TimeColumn;
-use crate::sink::journal::JournalRow;
 
 pub const FIRED: i64 = 1_700_000_000_123_456;
 pub const UPDATED: i64 = 1_700_000_000_000_001;
