@@ -2,7 +2,8 @@
 # Real sink servers for the project's tests, from Debian's packages, on 127.0.0.1 only.
 #
 #   scripts/services.sh install                 apt-get install influxdb victoria-metrics postgresql (idempotent)
-#   scripts/services.sh start  [NAME...]        start influxdb, influxdb-auth, victoriametrics, postgres (default: all)
+#   scripts/services.sh start  [NAME...]        start influxdb, influxdb-auth, victoriametrics, postgres,
+#                                               postgres-tls (default: all)
 #   scripts/services.sh stop   [NAME...]        stop them, by the PID recorded at start
 #   scripts/services.sh env                     print the environment the tests read
 #
@@ -13,9 +14,12 @@
 #                  tests of credentials; its admin user and password are in `env`
 #   VM_PORT        VictoriaMetrics HTTP port (default 18428)
 #   PG_PORT        PostgreSQL port (default 55432)
+#   PG_TLS_PORT    a second PostgreSQL with TLS and password logins only (default 55433), for the
+#                  tests of sslmode and passwords; its CA, a second unrelated CA, its user and
+#                  password are in `env`. Its certificate names `localhost` only (not 127.0.0.1).
 #
 # The tests read HA_INGESTOR_INFLUX_URL, HA_INGESTOR_INFLUX_AUTH_*, HA_INGESTOR_VM_URL and
-# HA_INGESTOR_PG_DSN (see `env`).
+# HA_INGESTOR_PG_DSN, HA_INGESTOR_PG_TLS_* (see `env`).
 # Stopping and starting one server (for outage tests) keeps its data: `stop influxdb; start influxdb`.
 set -euo pipefail
 
@@ -29,6 +33,10 @@ INFLUX_AUTH_USER=ha_admin
 INFLUX_AUTH_PASSWORD=test-only-3f9c2a
 VM_PORT=${VM_PORT:-18428}
 PG_PORT=${PG_PORT:-55432}
+PG_TLS_PORT=${PG_TLS_PORT:-55433}
+# A throwaway credential of a test server on loopback.
+PG_TLS_USER=ha_tls
+PG_TLS_PASSWORD=test-only-7d41e0
 PGBIN=/usr/lib/postgresql/15/bin
 
 log() { echo "[services] $*" >&2; }
@@ -127,6 +135,56 @@ start_postgres() {
     log "PostgreSQL on 127.0.0.1:$PG_PORT (pid $(head -n1 "$d/data/postmaster.pid"))"
 }
 
+# Makes a CA, a server certificate it signs for `localhost` only, and an unrelated CA (for the
+# wrong-CA test), with openssl; kept across restarts.
+make_pg_certs() { # dir, owner
+    local c=$1
+    [[ -f $c/server.crt ]] && return 0
+    mkdir -p "$c"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ha-ingestor test CA" \
+        -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ha-ingestor other CA" \
+        -keyout "$c/other-ca.key" -out "$c/other-ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$c/server.key" -out "$c/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > "$c/server.ext"
+    openssl x509 -req -in "$c/server.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$c/server.ext" -out "$c/server.crt" 2>/dev/null
+    chmod 600 "$c/server.key"
+    [[ -n $2 ]] && chown -R "$2" "$c"
+    return 0
+}
+
+start_postgres_tls() {
+    local d=$SVC_DIR/pg-tls
+    running "$d/data/postmaster.pid" && return 0
+    mkdir -p "$d"
+    local as=() owner=
+    if [[ $(id -u) == 0 ]]; then
+        chown postgres:postgres "$d"
+        as=(runuser -u postgres --)
+        owner=postgres:postgres
+    fi
+    make_pg_certs "$d/certs" "$owner"
+    if [[ ! -f $d/data/PG_VERSION ]]; then
+        "${as[@]}" "$PGBIN/initdb" -D "$d/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync > "$d/initdb.log" 2>&1
+        # The unix socket for set-up; over TCP only TLS with a password, plain text refused.
+        printf '%s\n' 'local all all trust' \
+            'hostssl all all 127.0.0.1/32 scram-sha-256' \
+            'hostnossl all all 127.0.0.1/32 reject' > "$d/data/pg_hba.conf"
+    fi
+    "${as[@]}" "$PGBIN/pg_ctl" -D "$d/data" -l "$d/server.log" -w \
+        -o "-p $PG_TLS_PORT -k $d -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on -c ssl_cert_file=$d/certs/server.crt -c ssl_key_file=$d/certs/server.key" \
+        start > /dev/null
+    psql -h "$d" -p "$PG_TLS_PORT" -U postgres -qtAc \
+        "SELECT 1 FROM pg_roles WHERE rolname='$PG_TLS_USER'" | grep -q 1 \
+        || psql -h "$d" -p "$PG_TLS_PORT" -U postgres -qc \
+            "CREATE ROLE $PG_TLS_USER LOGIN CREATEDB PASSWORD '$PG_TLS_PASSWORD'"
+    psql -h "$d" -p "$PG_TLS_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='ha'" | grep -q 1 \
+        || psql -h "$d" -p "$PG_TLS_PORT" -U postgres -qc "CREATE DATABASE ha OWNER $PG_TLS_USER"
+    log "PostgreSQL with TLS on 127.0.0.1:$PG_TLS_PORT (pid $(head -n1 "$d/data/postmaster.pid"))"
+}
+
 stop_pid_file() { # pid file, name
     [[ -f $1 ]] || return 0
     local pid; pid=$(head -n1 "$1")
@@ -145,17 +203,18 @@ stop_one() {
         influxdb) stop_pid_file "$SVC_DIR/influx/pid" InfluxDB ;;
         influxdb-auth) stop_pid_file "$SVC_DIR/influx-auth/pid" "InfluxDB (authentication on)" ;;
         victoriametrics) stop_pid_file "$SVC_DIR/vm/pid" VictoriaMetrics ;;
-        postgres)
+        postgres|postgres-tls)
             # SIGINT is PostgreSQL's fast shutdown; the postmaster removes its own pid file.
             local f=$SVC_DIR/pg/data/postmaster.pid
+            [[ $1 == postgres-tls ]] && f=$SVC_DIR/pg-tls/data/postmaster.pid
             if running "$f"; then
                 local pid; pid=$(head -n1 "$f")
                 kill -INT "$pid"
                 local deadline=$((SECONDS + 20))
                 while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-                log "stopped PostgreSQL (pid $pid)"
+                log "stopped $1 (pid $pid)"
             fi ;;
-        *) log "unknown service $1 (influxdb, influxdb-auth, victoriametrics, postgres)"; return 2 ;;
+        *) log "unknown service $1 (influxdb, influxdb-auth, victoriametrics, postgres, postgres-tls)"; return 2 ;;
     esac
 }
 
@@ -166,15 +225,21 @@ print_env() {
     echo "HA_INGESTOR_INFLUX_AUTH_PASSWORD=$INFLUX_AUTH_PASSWORD"
     echo "HA_INGESTOR_VM_URL=http://127.0.0.1:$VM_PORT"
     echo "HA_INGESTOR_PG_DSN=host=127.0.0.1 port=$PG_PORT user=postgres dbname=ha"
+    echo "HA_INGESTOR_PG_TLS_PORT=$PG_TLS_PORT"
+    echo "HA_INGESTOR_PG_TLS_USER=$PG_TLS_USER"
+    echo "HA_INGESTOR_PG_TLS_PASSWORD=$PG_TLS_PASSWORD"
+    echo "HA_INGESTOR_PG_TLS_CA=$SVC_DIR/pg-tls/certs/ca.crt"
+    echo "HA_INGESTOR_PG_TLS_OTHER_CA=$SVC_DIR/pg-tls/certs/other-ca.crt"
 }
 
 cmd=${1:-}; shift || true
 names=("$@")
-((${#names[@]})) || names=(influxdb influxdb-auth victoriametrics postgres)
+((${#names[@]})) || names=(influxdb influxdb-auth victoriametrics postgres postgres-tls)
 case $cmd in
     install) install ;;
     start) for n in "${names[@]}"; do case $n in
                influxdb) start_influxdb ;; influxdb-auth) start_influxdb_auth ;; victoriametrics) start_victoriametrics ;; postgres) start_postgres ;;
+               postgres-tls) start_postgres_tls ;;
                *) log "unknown service $n"; exit 2 ;; esac; done ;;
     stop) for n in "${names[@]}"; do stop_one "$n"; done ;;
     env) print_env ;;

@@ -19,6 +19,9 @@ pub enum RootCerts {
     WebPki,
     /// The operating system's store (`rustls-native-certs`).
     Native,
+    /// None: only the CAs added with [`TlsOptions::add_ca_pem`] or [`TlsOptions::add_ca_file`]
+    /// are trusted (a private CA that must not be widened by public ones).
+    None,
 }
 
 /// TLS options: verified by default, an extra CA for a self-signed Home Assistant, and an explicit,
@@ -35,6 +38,8 @@ pub struct TlsOptions {
     roots: RootCerts,
     extra_ca_pem: Vec<Vec<u8>>,
     danger_accept_invalid_certs: bool,
+    skip_hostname: bool,
+    quiet_unverified: bool,
 }
 
 impl TlsOptions {
@@ -65,6 +70,22 @@ impl TlsOptions {
         self
     }
 
+    /// Verifies the certificate chain but not that the certificate names the host (libpq's
+    /// `sslmode=verify-ca`). Only safe with [`RootCerts::None`] and a private CA that signs
+    /// nothing else: with public roots, any site's certificate would pass.
+    pub fn skip_hostname_verification(mut self, skip: bool) -> Self {
+        self.skip_hostname = skip;
+        self
+    }
+
+    /// Leaves out the warning [`TlsOptions::client_config`] logs when verification is off, for a
+    /// caller that says so itself in its own terms (e.g. libpq's `sslmode=prefer`, whose point is
+    /// opportunistic encryption).
+    pub fn quiet_when_unverified(mut self) -> Self {
+        self.quiet_unverified = true;
+        self
+    }
+
     /// True when verification is off.
     pub fn accepts_invalid_certs(&self) -> bool {
         self.danger_accept_invalid_certs
@@ -77,14 +98,28 @@ impl TlsOptions {
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?;
         let config = if self.danger_accept_invalid_certs {
-            tracing::warn!(
-                "TLS certificate verification is OFF (danger_accept_invalid_certs): traffic and tokens can be intercepted"
-            );
+            if !self.quiet_unverified {
+                tracing::warn!(
+                    "TLS certificate verification is OFF: anyone on the network path can read and change the traffic, secrets included"
+                );
+            }
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(
                     provider.signature_verification_algorithms,
                 )))
+                .with_no_client_auth()
+        } else if self.skip_hostname {
+            let roots = Arc::new(self.root_store()?);
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots,
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| Error::Tls(format!("cannot build the certificate verifier: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyNameCert(webpki)))
                 .with_no_client_auth()
         } else {
             builder
@@ -117,6 +152,14 @@ impl TlsOptions {
                     )));
                 }
                 store.add_parsable_certificates(found.certs);
+            }
+            RootCerts::None => {
+                if self.extra_ca_pem.is_empty() {
+                    return Err(Error::Tls(
+                        "no root certificates: RootCerts::None needs a CA added with add_ca_pem or add_ca_file"
+                            .to_string(),
+                    ));
+                }
             }
         }
         for pem in &self.extra_ca_pem {
@@ -174,6 +217,54 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+/// Verifies the chain like webpki but accepts a certificate for any name.
+#[derive(Debug)]
+struct AnyNameCert(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyNameCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ha_client::auth::StaticToken;
 use ha_client::ws::WsClient;
-use ha_client::{Client, Error, TlsOptions};
+use ha_client::{Client, Error, RootCerts, TlsOptions};
 use ha_sim::{Sim, SimConfig};
 use ha_testenv::TlsProxy;
 
@@ -270,4 +270,38 @@ async fn retry_initial_connect_still_returns_a_rejected_certificate() {
     .await
     .expect_err("the connection must fail");
     assert_rejected(&e, &proxy, &["certificate", "UnknownIssuer"]);
+}
+
+#[tokio::test]
+async fn skip_hostname_verification_checks_the_chain_but_not_the_name() {
+    let sim = sim().await;
+    let proxy = TlsProxy::start_for_names(sim.addr(), &["ha.example.test"])
+        .await
+        .expect("start the TLS proxy");
+    // Only the test CA, any name: the certificate for ha.example.test is accepted at 127.0.0.1.
+    let verify_ca = TlsOptions::default()
+        .roots(RootCerts::None)
+        .add_ca_pem(proxy.ca_pem())
+        .skip_hostname_verification(true);
+    rest_works(&rest(&sim, &proxy.https_ip_url(), verify_ca)).await;
+
+    // The chain is still checked: another CA's certificate is refused, at once.
+    let other = TlsProxy::start_for_names(sim.addr(), &["ha.example.test"])
+        .await
+        .expect("start the TLS proxy");
+    let wrong_ca = TlsOptions::default()
+        .roots(RootCerts::None)
+        .add_ca_pem(proxy.ca_pem())
+        .skip_hostname_verification(true);
+    let e = rest_error(&rest(&sim, &other.https_ip_url(), wrong_ca)).await;
+    assert_rejected(&e, &other, &["invalid peer certificate"]);
+}
+
+#[test]
+fn no_roots_without_a_ca_is_a_clear_error() {
+    let e = TlsOptions::default()
+        .roots(RootCerts::None)
+        .client_config()
+        .unwrap_err();
+    assert!(e.to_string().contains("needs a CA"), "{e}");
 }

@@ -3,8 +3,8 @@
 //! stops the shared server, is in `real_postgres_outage.rs`.
 //!
 //! Access refused by the real server is covered by an unknown role (SQLSTATE 28000) and a role
-//! without rights on the database (42501). Not covered: a wrong password (28P01), since the test
-//! cluster trusts every local login; its mapping is unit-tested in `sink::postgres::errors`.
+//! without rights on the database (42501); a wrong password (28P01) by `real_postgres_tls.rs`,
+//! against the server that takes passwords.
 
 #![cfg(feature = "real-sinks")]
 

@@ -103,6 +103,7 @@ impl TestDb {
 pub fn config(dsn: &str, schema: PostgresSchema) -> PostgresConfig {
     PostgresConfig {
         dsn: dsn.to_string(),
+        ca_file: None,
         password_file: None,
         password_env: None,
         schema,

@@ -23,8 +23,12 @@ pub enum PostgresSchema {
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// A libpq-style connection string without the password, e.g.
-    /// `host=127.0.0.1 port=5432 user=ha dbname=ha`.
+    /// `host=127.0.0.1 port=5432 user=ha dbname=ha`, or a `postgresql://` URL. `sslmode`
+    /// (disable, prefer, require, verify-ca, verify-full) and `sslrootcert` mean what they mean
+    /// to libpq (see `tls`).
     pub dsn: String,
+    /// A PEM file of the CA that signed the server's certificate (like the dsn's `sslrootcert`).
+    pub ca_file: Option<PathBuf>,
     /// A file holding the password.
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.

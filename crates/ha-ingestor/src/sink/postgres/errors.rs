@@ -55,6 +55,10 @@ impl ErrorContext {
                 "sink '{name}': ha_entities changed under the sink at {target} ({detail}); \
                  reloading the entity ids"
             )),
+            Class::Tls => SinkError::Failed(format!(
+                "sink '{name}': TLS to PostgreSQL at {target} failed while {what}: {detail}; {fix}",
+                fix = tls_fix(detail)
+            )),
             Class::Data | Class::Failed => SinkError::Failed(format!(
                 "sink '{name}': PostgreSQL at {target} failed while {what}: {detail}"
             )),
@@ -101,8 +105,30 @@ pub(super) enum Class {
     Data,
     /// `23503`: a cached `ha_entities` id is gone.
     StaleEntity,
+    /// The TLS handshake: a refused certificate, or a server without TLS. Retried slowly (an
+    /// operator fixes it), never as if the network were down.
+    Tls,
     /// Anything else (schema, bug): retried slowly.
     Failed,
+}
+
+/// The fix for a TLS failure, from rustls' words for it.
+fn tls_fix(detail: &str) -> &'static str {
+    if detail.contains("UnknownIssuer") || detail.contains("BadSignature") {
+        "the server's certificate is not signed by a CA the sink trusts: set ca_file (or the \
+         dsn's sslrootcert) to the PEM of the CA that signed it"
+    } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
+        "the certificate does not name the dsn's host: connect by a name the certificate holds, \
+         or use sslmode=verify-ca to check the CA only"
+    } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+        "the server's certificate is outside its validity period: renew it, or check this \
+         host's clock"
+    } else if detail.contains("does not support TLS") {
+        "turn on ssl in the server's postgresql.conf, or use sslmode=prefer or disable on a \
+         network you trust"
+    } else {
+        "check the server's TLS settings and the dsn's sslmode, ca_file/sslrootcert"
+    }
 }
 
 /// Maps a SQLSTATE to what it means for the sink.
@@ -141,14 +167,21 @@ pub(super) fn classify(e: &tokio_postgres::Error) -> Class {
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return Class::Unavailable;
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            // tokio-rustls hands rustls' verdicts on as I/O errors.
+            let rustls = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            return match rustls {
+                Some(_) => Class::Tls,
+                None => Class::Unavailable,
+            };
         }
         source = s.source();
     }
     // tokio-postgres exposes no error kind, only these fixed texts.
     let text = e.to_string();
-    if text.starts_with("error serializing parameter") {
+    if text.starts_with("error performing TLS handshake") {
+        Class::Tls
+    } else if text.starts_with("error serializing parameter") {
         Class::Data
     } else if text.starts_with("authentication error") {
         Class::Unauthorized

@@ -1,4 +1,5 @@
-//! The PostgreSQL sink (plain PostgreSQL or TimescaleDB), over tokio-postgres without TLS.
+//! The PostgreSQL sink (plain PostgreSQL or TimescaleDB), over tokio-postgres, TLS by rustls
+//! (libpq's `sslmode`s; see `tls`).
 //!
 //! Two layouts ([`PostgresSchema`]):
 //! * `normalized`: `ha_entities` (one row per instance and entity) and `ha_states` (one row per
@@ -29,16 +30,18 @@
 //!
 //! The parts: `config` (`[sink.postgres]`), `migrations` (the tables' DDL and how it is applied),
 //! `rows` (journal rows as column arrays for the inserts), `errors` (what a SQLSTATE means for the
-//! runner, and the messages), `writer` ([`PostgresSink`], the [`crate::sink::Sink`] impl).
+//! runner, and the messages), `tls` (sslmode, the CA), `writer` ([`PostgresSink`], the [`crate::sink::Sink`] impl).
 
 mod config;
 mod errors;
 mod events;
 mod migrations;
 mod rows;
+mod tls;
 mod writer;
 
 pub use config::{PostgresConfig, PostgresSchema};
 pub use events::EVENTS_DDL;
 pub use migrations::{LTSS_DDL, NORMALIZED_DDL};
+pub use tls::{SslModeSetting, TlsSettings};
 pub use writer::PostgresSink;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use ha_client::Secret;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::config::{PostgresConfig, PostgresSchema};
 use super::errors::{Class, ErrorContext, classify, error_text};
@@ -22,6 +22,7 @@ use super::rows::{
     LTSS_INSERT, LTSS_INSERT_LOCATION, LtssColumns, NORMALIZED_INSERT, NormalizedColumns,
     PreparedRow, no_nul,
 };
+use super::tls::{SslModeSetting, TlsSettings};
 use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
 use crate::sink::split::{Split, SplitError, Splitter};
@@ -73,6 +74,8 @@ pub struct PostgresSink {
     ctx: ErrorContext,
     /// The parsed dsn, with the password set.
     pg: tokio_postgres::Config,
+    /// The TLS connector; `None` for `sslmode=disable`.
+    tls: Option<MakeRustlsConnect>,
     schema: PostgresSchema,
     time_column: TimeColumn,
     timescaledb: bool,
@@ -93,8 +96,10 @@ impl PostgresSink {
         config: &PostgresConfig,
         password: Option<Secret>,
     ) -> Result<Self, String> {
+        let (dsn, tls) = TlsSettings::take_from_dsn(&config.dsn, config.ca_file.as_deref())
+            .map_err(|e| format!("sink '{name}': {e}"))?;
         // The parse error never echoes the dsn, so a password put there does not leak.
-        let mut pg = tokio_postgres::Config::from_str(&config.dsn).map_err(|e| {
+        let mut pg = tokio_postgres::Config::from_str(&dsn).map_err(|e| {
             format!(
                 "sink '{name}': dsn is not a valid connection string ({e}); use e.g. \
                  \"host=127.0.0.1 port=5432 user=ha dbname=ha\""
@@ -115,9 +120,19 @@ impl PostgresSink {
         if pg.get_application_name().is_none() {
             pg.application_name("ha-ingestor");
         }
+        pg.ssl_mode(tls.mode.transport());
+        if tls.mode == SslModeSetting::Require && !tls.verifies() {
+            tracing::warn!(
+                sink = name,
+                "sslmode=require encrypts but does not check the server's certificate; set \
+                 ca_file and sslmode=verify-full to know it is your server"
+            );
+        }
+        let connector = tls.connector().map_err(|e| format!("sink '{name}': {e}"))?;
         Ok(PostgresSink {
             ctx: ErrorContext::new(name, &pg),
             pg,
+            tls: connector,
             schema: config.schema,
             time_column: config.time_column,
             timescaledb: config.timescaledb,
@@ -138,25 +153,31 @@ impl PostgresSink {
         self.conn = None;
         // Ids are cached per connection: a reconnect may follow a restore or a truncated table.
         self.entities.clear();
-        if !matches!(self.pg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            return Err(SinkError::Failed(format!(
-                "sink '{}': the dsn asks for sslmode=require, but TLS to PostgreSQL is not \
-                 supported yet; use sslmode=disable or prefer, over the unix socket, loopback or \
-                 a tunnel (SSH, VPN) you trust",
-                self.ctx.name
-            )));
-        }
-        let (mut client, connection) = self
-            .pg
-            .connect(NoTls)
-            .await
-            .map_err(|e| self.ctx.error("connecting", &e))?;
         let sink = self.ctx.name.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(sink = %sink, error = %e, "PostgreSQL connection ended");
+        let ended = move |e: tokio_postgres::Error| {
+            tracing::debug!(sink = %sink, error = %e, "PostgreSQL connection ended");
+        };
+        // The two connection types differ, so each branch spawns its own driver task.
+        let (mut client, task) = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self
+                    .pg
+                    .connect(tls.clone())
+                    .await
+                    .map_err(|e| self.ctx.error("connecting", &e))?;
+                let task = tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
+                (client, task)
             }
-        });
+            None => {
+                let (client, connection) = self
+                    .pg
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| self.ctx.error("connecting", &e))?;
+                let task = tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
+                (client, task)
+            }
+        };
 
         let migrated =
             migrations::migrate(&mut client, self.schema, self.timescaledb, &self.ctx).await?;
@@ -516,6 +537,7 @@ mod tests {
     fn config(dsn: &str) -> PostgresConfig {
         PostgresConfig {
             dsn: dsn.into(),
+            ca_file: None,
             password_file: None,
             password_env: None,
             schema: PostgresSchema::Normalized,
@@ -560,23 +582,29 @@ mod tests {
             "{err}"
         );
     }
-    #[tokio::test]
-    async fn tls_is_refused_clearly() {
-        let mut sink = PostgresSink::new(
+    #[test]
+    fn tls_settings_errors_name_the_sink_and_hide_the_password() {
+        let err = PostgresSink::new(
             "pg",
-            &config("host=127.0.0.1 port=1 user=ha sslmode=require"),
+            &config("host=127.0.0.1 user=ha password=s3cret sslmode=verify-ca"),
             None,
         )
+        .err()
         .unwrap();
-        let e = sink.prepare().await.unwrap_err();
-        let SinkError::Failed(text) = e else {
-            panic!("{e:?}")
-        };
         assert!(
-            text.contains("TLS to PostgreSQL is not supported yet"),
-            "{text}"
+            err.contains("sink 'pg'") && err.contains("ca_file"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = PostgresSink::new("pg", &config("host=h password='s3cret"), None)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("unterminated") && !err.contains("s3cret"),
+            "{err}"
         );
     }
+
     #[tokio::test]
     async fn write_before_prepare_is_unavailable() {
         let mut sink = PostgresSink::new("pg", &config("host=127.0.0.1 port=1"), None).unwrap();
