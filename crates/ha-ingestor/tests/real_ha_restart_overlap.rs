@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ha_testenv::HaTarget;
-use process::{log_tail, spawn_ingestor, wait_ready};
+use process::{log_tail, metric, spawn_ingestor, wait_ready};
 use sinks::{env, influx_rows, reqwest_client};
 
 /// (entity_id, last_updated in µs, state).
@@ -95,33 +95,9 @@ async fn post_changes(ha: &HaTarget, first: usize, count: usize) {
     }
 }
 
-/// A counter of the ingestor's /metrics, summed over its labels.
-async fn metric(port: u16, name: &str) -> f64 {
-    let text = reqwest_client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Polls `check` until it returns true, or fails with `what` after [`WAIT`].
-async fn until<F: AsyncFnMut() -> bool>(what: &str, log: &Path, mut check: F) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} within {WAIT:?}\n{}",
-            log_tail(log)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn until<F: AsyncFnMut() -> bool>(what: &str, log: &Path, check: F) {
+    process::until(what, log, WAIT, check).await
 }
 
 async fn restart_overlap(ha: HaTarget) {

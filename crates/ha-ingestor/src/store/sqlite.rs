@@ -48,6 +48,16 @@ impl StoreError {
                 if matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
         )
     }
+
+    /// The filesystem is full (SQLITE_FULL; SQLite rolls the transaction back): worth waiting
+    /// for space, not a reason to stop.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DiskFull
+        )
+    }
 }
 
 /// What a batch did.

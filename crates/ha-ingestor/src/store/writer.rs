@@ -100,7 +100,7 @@ pub fn spawn_writer(
             }
             let mut records = std::mem::take(&mut batch);
             let bound = config.bound;
-            let mut busy_retries = 0u32;
+            let mut held = Held::default();
             let result = loop {
                 let mut owned = store.take().expect("store is put back after each batch");
                 let (owned, back, result) = tokio::task::spawn_blocking(move || {
@@ -115,26 +115,19 @@ pub fn spawn_writer(
                 store = Some(owned);
                 records = back;
                 match result {
-                    // Another program holds the write lock beyond the busy timeout (a
-                    // `sqlite3` shell in a transaction, say): wait for it, keeping the rows.
-                    Err(e) if e.is_busy() => {
-                        busy_retries += 1;
+                    // Another program holds the write lock beyond the busy timeout (a `sqlite3`
+                    // shell in a transaction, say), or the disk is full: wait, keeping the rows.
+                    // Nothing of the batch was stored (SQLite rolled it back). Meanwhile the
+                    // queue fills and the sources stop reading; what HA sends then is dropped by
+                    // the client and read back from HA's history once writes work again.
+                    Err(e) if e.is_busy() || e.is_disk_full() => {
                         metrics::counter!("ha_ingestor_write_errors_total", "sink" => "sqlite")
                             .increment(1);
-                        tracing::warn!(%e, rows = records.len(), retries = busy_retries, "the database is locked by another connection; retrying");
-                        if let Some(h) = &health {
-                            h.set_sink_error(format!(
-                                "{e}: another connection holds the write lock; retrying every second"
-                            ));
-                        }
+                        held.failed(&e, &config.path, records.len(), health.as_deref());
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     other => {
-                        if busy_retries > 0
-                            && let Some(h) = &health
-                        {
-                            h.set_sink_ok();
-                        }
+                        held.ended(other.is_ok(), health.as_deref());
                         break other;
                     }
                 }
@@ -166,6 +159,63 @@ pub fn spawn_writer(
             }
         }
     }))
+}
+
+/// A batch kept while the database refuses it for a while (locked, disk full): says so in the log
+/// (at the first failure, then once a minute) and in `/health`, and that it passed.
+#[derive(Default)]
+struct Held {
+    retries: u32,
+    since: Option<Instant>,
+    last_log: Option<Instant>,
+}
+
+impl Held {
+    fn failed(
+        &mut self,
+        e: &StoreError,
+        path: &std::path::Path,
+        rows: usize,
+        health: Option<&crate::health::Health>,
+    ) {
+        self.retries += 1;
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let why = if e.is_disk_full() {
+            format!(
+                "{e}: the disk holding {} is full; {rows} rows held, none stored since {}s ago; \
+                 retrying every second (free space; what HA sends meanwhile is read back from \
+                 its history)",
+                path.display(),
+                since.elapsed().as_secs()
+            )
+        } else {
+            format!("{e}: another connection holds the write lock; retrying every second")
+        };
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.last_log = Some(Instant::now());
+            tracing::warn!(retries = self.retries, "{why}");
+        }
+        if let Some(h) = health {
+            h.set_sink_error(why);
+        }
+    }
+
+    fn ended(&self, ok: bool, health: Option<&crate::health::Health>) {
+        let Some(since) = self.since else { return };
+        if ok {
+            tracing::info!(
+                retries = self.retries,
+                seconds = since.elapsed().as_secs(),
+                "the database takes writes again"
+            );
+            if let Some(h) = health {
+                h.set_sink_ok();
+            }
+        }
+    }
 }
 
 /// Writes a batch within the size bound.

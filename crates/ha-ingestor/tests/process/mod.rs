@@ -76,6 +76,35 @@ pub async fn wait_ready(metrics: u16, ingestor: &mut Ingestor, instance: &str) {
     }
 }
 
+/// A counter of the ingestor's /metrics, summed over its labels.
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let text = reqwest_client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `check` until it returns true, or fails with `what` (and the log's tail) after `wait`.
+pub async fn until<F: AsyncFnMut() -> bool>(what: &str, log: &Path, wait: Duration, mut check: F) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {wait:?}\n{}",
+            log_tail(log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The last 300 lines of a log, for a failure message.
 pub fn log_tail(path: &Path) -> String {
     let mut text = String::new();
