@@ -252,10 +252,8 @@ impl SinkRunner {
                 (first, last, self.sink.write_events(&rows).await?)
             }
         };
-        // Journal ids have no holes except where the size bound evicted rows: rows this sink
-        // never received. Not silent: counted and logged.
-        let evicted = first_id - cursor - 1;
-        if evicted > 0 && cursor > 0 {
+        let evicted = evicted_unsent(cursor, first_id);
+        if evicted > 0 {
             metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => self.name.clone())
                 .increment(evicted as u64);
             tracing::error!(sink = %self.name, %kind, rows = evicted, "records were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
@@ -316,10 +314,48 @@ fn behind(j: &mut Journal, cursors: &[(RecordKind, i64)]) -> rusqlite::Result<u6
     })
 }
 
+/// Journal rows this sink never received, between its cursor and the first row it reads now. Ids
+/// of a kind have no holes (SQLite gives `max(id) + 1`, and each table keeps its newest row) except
+/// where the size bound evicted rows; a journal starts at id 1. So a cursor still at 0 counts too:
+/// a sink failing since its start loses rows to eviction like any other (and a sink added with
+/// `start = "all"` after an eviction counts the rows it can no longer get).
+fn evicted_unsent(cursor: i64, first_id: i64) -> u64 {
+    u64::try_from(first_id - cursor - 1).unwrap_or(0)
+}
+
 /// Sleeps; true when `stop` turned true meanwhile.
 async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => *stop.borrow(),
         _ = stop.changed() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+    use crate::store::SqliteStore;
+
+    /// Eviction of states and events, then what a sink's cursor at 0 (failing since its start)
+    /// and one part-way through would count as never received, against the real store.
+    #[test]
+    fn rows_evicted_before_a_sink_read_them_are_counted_from_any_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("j.db")).unwrap();
+        let records: Vec<Record> = (0..100)
+            .map(|i| crate::store::sqlite::tests::row("sensor.a", &i.to_string(), i, "{}"))
+            .collect();
+        store.write_batch(&records).unwrap();
+        assert_eq!(store.evict_oldest(30).unwrap(), 30);
+        let first: i64 = store
+            .connection()
+            .query_row("SELECT min(id) FROM states", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(first, 31);
+        assert_eq!(evicted_unsent(0, first), 30);
+        assert_eq!(evicted_unsent(10, first), 20);
+        assert_eq!(evicted_unsent(30, first), 0);
+        assert_eq!(evicted_unsent(40, 41), 0);
     }
 }

@@ -15,7 +15,7 @@ pub mod journal;
 mod open;
 pub mod progress;
 pub mod schema;
-mod sqlite;
+pub(crate) mod sqlite;
 mod writer;
 
 pub use open::{Access, BUSY_TIMEOUT, check_writable, open};

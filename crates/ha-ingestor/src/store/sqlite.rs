@@ -441,10 +441,10 @@ fn attribute_id(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(entity: &str, state: &str, us: i64, attrs: &str) -> Record {
+    pub(crate) fn row(entity: &str, state: &str, us: i64, attrs: &str) -> Record {
         Record::State(StateRow {
             instance: Arc::from("home"),
             entity_id: entity.into(),
