@@ -255,7 +255,7 @@ impl SinkRunner {
         let evicted = evicted_unsent(cursor, first_id);
         if evicted > 0 {
             metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => self.name.clone())
-                .increment(evicted as u64);
+                .increment(evicted);
             tracing::error!(sink = %self.name, %kind, rows = evicted, "records were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
         }
         for r in &report.rejected {
