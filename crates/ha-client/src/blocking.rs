@@ -241,7 +241,7 @@ impl Request {
 
 impl Client {
     /// Starts building a client for the HA at `base`.
-    pub fn builder(base: impl AsRef<str>) -> ClientBuilder {
+    pub fn builder(base: impl crate::IntoHaUrl) -> ClientBuilder {
         ClientBuilder {
             inner: crate::Client::builder(base),
         }

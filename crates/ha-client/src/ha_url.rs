@@ -23,7 +23,48 @@ use crate::Error;
 /// # Ok::<(), ha_client::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct HaUrl(Url);
+pub struct HaUrl {
+    url: Url,
+    /// Reached through the Supervisor's Core proxy (see [`HaUrl::supervisor_proxy`]).
+    supervisor: bool,
+}
+
+/// What [`WsClient::builder`](crate::ws::WsClient::builder) and
+/// [`Client::builder`](crate::Client::builder) take: a URL's text, parsed there, or an [`HaUrl`].
+pub trait IntoHaUrl {
+    /// Parses (text) or hands over (an [`HaUrl`]).
+    fn into_ha_url(self) -> Result<HaUrl, Error>;
+}
+
+impl IntoHaUrl for HaUrl {
+    fn into_ha_url(self) -> Result<HaUrl, Error> {
+        Ok(self)
+    }
+}
+
+impl IntoHaUrl for &HaUrl {
+    fn into_ha_url(self) -> Result<HaUrl, Error> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoHaUrl for &str {
+    fn into_ha_url(self) -> Result<HaUrl, Error> {
+        HaUrl::parse(self)
+    }
+}
+
+impl IntoHaUrl for String {
+    fn into_ha_url(self) -> Result<HaUrl, Error> {
+        HaUrl::parse(&self)
+    }
+}
+
+impl IntoHaUrl for &String {
+    fn into_ha_url(self) -> Result<HaUrl, Error> {
+        HaUrl::parse(self)
+    }
+}
 
 impl HaUrl {
     /// Parses and normalises a base URL.
@@ -63,20 +104,45 @@ impl HaUrl {
             path.push('/');
         }
         url.set_path(&path);
-        Ok(HaUrl(url))
+        Ok(HaUrl {
+            url,
+            supervisor: false,
+        })
+    }
+
+    /// Home Assistant as an add-on reaches it: through the Supervisor's proxy at `base` (normally
+    /// `http://supervisor/core`), with the add-on's `SUPERVISOR_TOKEN`. REST paths join as usual
+    /// (`/core/api/...`); the WebSocket is at `/core/websocket`, without `/api/`.
+    ///
+    /// ```
+    /// use ha_client::HaUrl;
+    /// let core = HaUrl::supervisor_proxy("http://supervisor/core")?;
+    /// assert_eq!(core.join("/api/states")?.as_str(), "http://supervisor/core/api/states");
+    /// assert_eq!(core.websocket_url().as_str(), "ws://supervisor/core/websocket");
+    /// # Ok::<(), ha_client::Error>(())
+    /// ```
+    pub fn supervisor_proxy(base: &str) -> Result<Self, Error> {
+        let mut url = HaUrl::parse(base)?;
+        url.supervisor = true;
+        Ok(url)
+    }
+
+    /// True for a base made by [`HaUrl::supervisor_proxy`].
+    pub fn is_supervisor_proxy(&self) -> bool {
+        self.supervisor
     }
 
     /// `http` or `https`.
     pub fn scheme(&self) -> &str {
-        self.0.scheme()
+        self.url.scheme()
     }
 
     /// The full URL of an API path such as `/api/states` or `auth/token?x=1`. A leading slash is
     /// optional; the base's path prefix is kept.
     pub fn join(&self, path: &str) -> Result<Url, Error> {
         let rest = path.trim_start_matches('/');
-        let mut s = String::with_capacity(self.0.as_str().len() + rest.len());
-        s.push_str(self.0.as_str());
+        let mut s = String::with_capacity(self.url.as_str().len() + rest.len());
+        s.push_str(self.url.as_str());
         s.push_str(rest);
         Url::parse(&s).map_err(|e| Error::InvalidUrl {
             url: s.clone(),
@@ -84,31 +150,37 @@ impl HaUrl {
         })
     }
 
-    /// The WebSocket endpoint: `ws(s)://host[:port][/prefix]/api/websocket`.
+    /// The WebSocket endpoint: `ws(s)://host[:port][/prefix]/api/websocket`, or
+    /// `.../core/websocket` through the Supervisor's proxy.
     pub fn websocket_url(&self) -> Url {
-        let mut url = self.0.clone();
-        let scheme = if self.0.scheme() == "https" {
+        let mut url = self.url.clone();
+        let scheme = if self.url.scheme() == "https" {
             "wss"
         } else {
             "ws"
         };
         // http->ws and https->wss are always allowed by Url::set_scheme (both "special" schemes).
         let _ = url.set_scheme(scheme);
-        let path = format!("{}api/websocket", self.0.path());
+        let endpoint = if self.supervisor {
+            "websocket"
+        } else {
+            "api/websocket"
+        };
+        let path = format!("{}{endpoint}", self.url.path());
         url.set_path(&path);
         url
     }
 
     /// The normalised base URL, with its trailing slash.
     pub fn as_url(&self) -> &Url {
-        &self.0
+        &self.url
     }
 }
 
 impl fmt::Display for HaUrl {
     /// The base without its trailing slash, as people write it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str().trim_end_matches('/'))
+        f.write_str(self.url.as_str().trim_end_matches('/'))
     }
 }
 
@@ -120,7 +192,7 @@ impl fmt::Debug for HaUrl {
 
 impl AsRef<str> for HaUrl {
     fn as_ref(&self) -> &str {
-        self.0.as_str()
+        self.url.as_str()
     }
 }
 

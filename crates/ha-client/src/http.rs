@@ -164,9 +164,9 @@ impl ClientBuilder {
 
 impl Client {
     /// Starts building a client for the HA at `base` (`http(s)://host[:port][/prefix]`).
-    pub fn builder(base: impl AsRef<str>) -> ClientBuilder {
+    pub fn builder(base: impl crate::IntoHaUrl) -> ClientBuilder {
         ClientBuilder {
-            base: HaUrl::parse(base.as_ref()),
+            base: base.into_ha_url(),
             tokens: None,
             tls: TlsOptions::default(),
             http: None,

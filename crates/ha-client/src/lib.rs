@@ -24,7 +24,7 @@ mod tls;
 pub mod ws;
 
 pub use error::Error;
-pub use ha_url::HaUrl;
+pub use ha_url::{HaUrl, IntoHaUrl};
 pub use http::{Client, ClientBuilder, Request};
 pub use retry::RetryPolicy;
 pub use secret::Secret;

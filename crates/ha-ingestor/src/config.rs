@@ -87,9 +87,13 @@ pub struct InstanceConfig {
     /// Turn TLS verification off (dangerous).
     #[serde(default)]
     pub danger_accept_invalid_certs: bool,
-    /// A token handed over in memory (the demo, tests); never read from the file.
+    /// A token handed over in memory (the demo, tests, `SUPERVISOR_TOKEN`); never read from the
+    /// file.
     #[serde(skip)]
     pub token: Option<ha_client::Secret>,
+    /// Reached through the Supervisor's Core proxy (add-on mode; see [`Overrides::supervisor`]).
+    #[serde(skip)]
+    pub supervisor: bool,
 }
 
 fn default_name() -> String {
@@ -108,6 +112,7 @@ impl InstanceConfig {
             ca_file: None,
             danger_accept_invalid_certs: false,
             token: None,
+            supervisor: false,
         }
     }
 
@@ -196,6 +201,37 @@ pub struct Overrides {
     pub token_file: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// Add-on mode: `SUPERVISOR_TOKEN` is set. An instance without a URL then reaches HA through
+    /// the Supervisor's Core proxy with that token.
+    pub supervisor: Option<SupervisorAccess>,
+}
+
+/// The Supervisor's Core proxy, as an add-on reaches it.
+#[derive(Clone, Debug)]
+pub struct SupervisorAccess {
+    /// `SUPERVISOR_TOKEN`.
+    pub token: ha_client::Secret,
+    /// `HA_INGESTOR_SUPERVISOR_URL`, default [`SUPERVISOR_CORE_URL`] (tests point it elsewhere).
+    pub url: Option<String>,
+}
+
+/// Where an add-on reaches Home Assistant Core.
+pub const SUPERVISOR_CORE_URL: &str = "http://supervisor/core";
+
+impl SupervisorAccess {
+    /// From `SUPERVISOR_TOKEN` and `HA_INGESTOR_SUPERVISOR_URL`; `None` outside an add-on.
+    pub fn from_env() -> Option<Self> {
+        let token = std::env::var("SUPERVISOR_TOKEN").ok()?;
+        if token.trim().is_empty() {
+            return None;
+        }
+        Some(SupervisorAccess {
+            token: ha_client::Secret::new(token.trim()),
+            url: std::env::var("HA_INGESTOR_SUPERVISOR_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty()),
+        })
+    }
 }
 
 /// The resolved configuration.
@@ -261,6 +297,28 @@ impl Config {
             }
             if let Some(file) = o.token_file {
                 instances[0].token_file = Some(file);
+            }
+        }
+        if let Some(sup) = &o.supervisor {
+            for inst in instances.iter_mut().filter(|i| i.url.is_none()) {
+                if inst.token_file.is_some()
+                    || inst.token_env.is_some()
+                    || inst.oauth_state_file.is_some()
+                {
+                    return Err(ConfigError(format!(
+                        "instance '{}' has no url, so it reaches Home Assistant through the \
+                         Supervisor with SUPERVISOR_TOKEN, which takes no other token; remove \
+                         token_file/token_env/oauth_state_file, or set url to reach HA directly",
+                        inst.name
+                    )));
+                }
+                inst.url = Some(
+                    sup.url
+                        .clone()
+                        .unwrap_or_else(|| SUPERVISOR_CORE_URL.into()),
+                );
+                inst.token = Some(sup.token.clone());
+                inst.supervisor = true;
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -371,6 +429,46 @@ mod tests {
         assert_eq!(c.instances[0].name, "home");
         assert_eq!(c.instances[0].url.as_deref(), Some("http://other:8123"));
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9464");
+    }
+
+    fn supervisor(url: Option<&str>) -> Overrides {
+        Overrides {
+            supervisor: Some(SupervisorAccess {
+                token: ha_client::Secret::new("sup-token"),
+                url: url.map(String::from),
+            }),
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn supervisor_mode_fills_only_instances_without_a_url() {
+        let c = Config::resolve(FileConfig::default(), supervisor(None)).unwrap();
+        let inst = &c.instances[0];
+        assert!(inst.supervisor);
+        assert_eq!(inst.url.as_deref(), Some(SUPERVISOR_CORE_URL));
+        assert_eq!(inst.token.as_ref().map(|t| t.expose()), Some("sup-token"));
+
+        let file =
+            parse("[[instance]]\nname='here'\n[[instance]]\nname='there'\nurl='http://other:8123'")
+                .unwrap();
+        let c = Config::resolve(file, supervisor(Some("http://127.0.0.1:1/core"))).unwrap();
+        assert_eq!(
+            c.instances[0].url.as_deref(),
+            Some("http://127.0.0.1:1/core")
+        );
+        assert!(c.instances[0].supervisor);
+        assert!(!c.instances[1].supervisor && c.instances[1].token.is_none());
+
+        // A token of its own would be sent to the proxy, which takes only SUPERVISOR_TOKEN.
+        let file = parse("[[instance]]\ntoken_file = '/t'").unwrap();
+        let err = Config::resolve(file, supervisor(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SUPERVISOR_TOKEN") && err.contains("token_file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -55,11 +55,44 @@ pub fn token_source(inst: &InstanceConfig) -> Result<Arc<dyn TokenSource>, Sourc
     }
     let var = inst.token_env.as_deref().unwrap_or("HASS_TOKEN");
     match std::env::var(var) {
-        Ok(token) if !token.trim().is_empty() => Ok(Arc::new(StaticToken::new(token))),
-        _ => Err(config_err(format!(
-            "no token: set {var} (or HASS_TOKEN_FILE / token_file, or oauth_state_file); \
-             a long-lived token comes from your HA profile page"
-        ))),
+        Ok(token) if !token.trim().is_empty() => return Ok(Arc::new(StaticToken::new(token))),
+        _ => {}
+    }
+    // systemd's `LoadCredential=ha-token:...` (see packaging/systemd): the default only.
+    if inst.token_env.is_none()
+        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+    {
+        let path = std::path::Path::new(&dir).join(SYSTEMD_CREDENTIAL);
+        match std::fs::read_to_string(&path) {
+            Ok(token) if !token.trim().is_empty() => {
+                return Ok(Arc::new(StaticToken::new(token)));
+            }
+            Ok(_) => {
+                return Err(config_err(format!(
+                    "the credential {} is empty",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(config_err(format!("credential {}: {e}", path.display()))),
+        }
+    }
+    Err(config_err(format!(
+        "no token: set {var} (or HASS_TOKEN_FILE / token_file, oauth_state_file, or systemd's \
+         LoadCredential={SYSTEMD_CREDENTIAL}:<file>); a long-lived token comes from your HA \
+         profile page"
+    )))
+}
+
+/// The name of the token among systemd's credentials (`$CREDENTIALS_DIRECTORY/ha-token`).
+pub const SYSTEMD_CREDENTIAL: &str = "ha-token";
+
+/// The instance's base URL: as configured, or the Supervisor's Core proxy (add-on mode).
+pub fn ha_url(inst: &InstanceConfig) -> Result<ha_client::HaUrl, ClientError> {
+    let url = inst.url.as_deref().unwrap_or_default();
+    match inst.supervisor {
+        true => ha_client::HaUrl::supervisor_proxy(url),
+        false => ha_client::HaUrl::parse(url),
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`health`] serves `/metrics` and `/health`; [`run`] wires it together; [`tools`] holds the setup
 //! commands (`login`, `token`, `sign-path`, `check`); [`demo`] runs all of it against the simulator.
 
+pub mod addon;
 pub mod config;
 pub mod credentials;
 pub mod demo;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ha_ingestor::config::{Config, LogFormat, Overrides};
+use ha_ingestor::config::{Config, LogFormat, Overrides, SupervisorAccess};
 use ha_ingestor::tools;
 
 /// Exit codes: 0 ok, 1 runtime error, 2 configuration or usage error, 3 authentication failed,
@@ -186,6 +186,20 @@ enum Command {
         #[arg(long, env = "HA_INGESTOR_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
     },
+    /// Run as a Home Assistant add-on: the options from /data/options.json (see
+    /// packaging/addon/config.yaml), Home Assistant through the Supervisor (SUPERVISOR_TOKEN), the
+    /// database in /data.
+    Addon {
+        /// The add-on's options file.
+        #[arg(long, default_value = "/data/options.json")]
+        options: PathBuf,
+        /// The add-on's data folder (the database, private copies of the secrets).
+        #[arg(long, default_value = "/data")]
+        data: PathBuf,
+        /// Where /metrics and /health listen [default: 0.0.0.0:9464, the add-on's port].
+        #[arg(long, env = "HA_INGESTOR_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
     /// Import Home Assistant's recorded history (its recorder keeps 10 days by default) into the
     /// store, from where remote sinks receive it. Resumable: a second run skips the day slices the
     /// first one finished. A progress bar on a terminal, plain lines otherwise.
@@ -274,7 +288,10 @@ impl Command {
     fn is_setup_tool(&self) -> bool {
         !matches!(
             self,
-            Command::Demo { .. } | Command::Run { .. } | Command::Backfill { .. }
+            Command::Demo { .. }
+                | Command::Run { .. }
+                | Command::Addon { .. }
+                | Command::Backfill { .. }
         )
     }
 }
@@ -340,11 +357,40 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 server: conn.server,
                 token_file: conn.token_file,
                 log_format: cli.log_format,
+                supervisor: SupervisorAccess::from_env(),
             };
             let mut config =
                 Config::load(cli.config.as_deref(), overrides).map_err(|e| (2, e.to_string()))?;
             tools::apply_tls_overrides(&mut config, conn.ca_file, conn.insecure)
                 .map_err(|e| (2, format!("configuration: {e}")))?;
+            init_logging(config.log_format, "info");
+            let metrics = ha_ingestor::health::install_metrics().map_err(|e| (1, e))?;
+            ha_ingestor::run::run(config, metrics, shutdown_signal(), None)
+                .await
+                .map_err(|e| (e.exit_code(), e.to_string()))
+        }
+        Command::Addon {
+            options,
+            data,
+            metrics_addr,
+        } => {
+            let Some(supervisor) = SupervisorAccess::from_env() else {
+                return Err((
+                    2,
+                    "addon: SUPERVISOR_TOKEN is not set: the add-on's config.yaml needs \
+                     homeassistant_api: true (outside an add-on, use `run`)"
+                        .into(),
+                ));
+            };
+            let paths = ha_ingestor::addon::AddonPaths { data };
+            let file = ha_ingestor::addon::load(&options, &paths).map_err(|e| (2, e))?;
+            let overrides = Overrides {
+                supervisor: Some(supervisor),
+                metrics_addr,
+                log_format: cli.log_format,
+                ..Overrides::default()
+            };
+            let config = Config::resolve(file, overrides).map_err(|e| (2, e.to_string()))?;
             init_logging(config.log_format, "info");
             let metrics = ha_ingestor::health::install_metrics().map_err(|e| (1, e))?;
             ha_ingestor::run::run(config, metrics, shutdown_signal(), None)
@@ -365,6 +411,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 server: conn.server,
                 token_file: conn.token_file,
                 log_format: cli.log_format,
+                supervisor: SupervisorAccess::from_env(),
                 ..Overrides::default()
             };
             let mut config =

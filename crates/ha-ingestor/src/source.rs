@@ -67,8 +67,11 @@ pub async fn run_source(
         instance: inst.name.clone(),
         message: e.to_string(),
     })?;
-    let url = inst.url.clone().unwrap_or_default();
-    let connect = WsClient::builder(&url)
+    let url = crate::credentials::ha_url(&inst).map_err(|e| SourceError::Config {
+        instance: inst.name.clone(),
+        message: e.to_string(),
+    })?;
+    let connect = WsClient::builder(url)
         .shared_token_source(tokens)
         .tls(tls)
         .retry_initial_connect(true)

@@ -32,6 +32,7 @@ async fn five_hundred_changes_are_stored_exactly() {
             ca_file: None,
             danger_accept_invalid_certs: false,
             token: None,
+            supervisor: false,
         }],
         ..FileConfig::default()
     };

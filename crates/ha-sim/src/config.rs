@@ -44,6 +44,8 @@ pub struct SimConfig {
     pub admin_token: String,
     /// A static long-lived token accepted for the non-admin user.
     pub user_token: String,
+    /// The add-on's `SUPERVISOR_TOKEN` that the Supervisor's Core proxy (`/core/...`) accepts.
+    pub supervisor_token: String,
     /// Lifetime of the OAuth access tokens `/auth/token` issues (HA: 1800 s).
     pub access_token_ttl: Duration,
     /// Clock leeway when checking access-token expiry. HA allows 10 s; the default here is 0 so that
@@ -79,6 +81,7 @@ impl Default for SimConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: "sim-admin-token".into(),
             user_token: "sim-user-token".into(),
+            supervisor_token: "sim-supervisor-token".into(),
             access_token_ttl: Duration::from_secs(1800),
             access_token_leeway: Duration::ZERO,
             seed: 1,

@@ -11,6 +11,10 @@ pub struct Faults {
     pub silent: watch::Sender<bool>,
     /// Answer every `auth` with `auth_invalid`.
     pub reject_auth: AtomicBool,
+    /// The Supervisor's proxy finds Core's API down: 502 for REST and the WebSocket upgrade.
+    pub supervisor_core_down: AtomicBool,
+    /// The Supervisor's proxy cannot log in to Core: `auth_ok`, then the socket closes.
+    pub supervisor_relay_fails: AtomicBool,
     auth_delay_us: AtomicU64,
     token_failures: AtomicU32,
     history_failures: AtomicU32,
@@ -21,6 +25,8 @@ impl Default for Faults {
         Faults {
             silent: watch::channel(false).0,
             reject_auth: AtomicBool::new(false),
+            supervisor_core_down: AtomicBool::new(false),
+            supervisor_relay_fails: AtomicBool::new(false),
             auth_delay_us: AtomicU64::new(0),
             token_failures: AtomicU32::new(0),
             history_failures: AtomicU32::new(0),

@@ -23,6 +23,7 @@ mod hub;
 pub mod recorder;
 mod services;
 mod stats;
+mod supervisor;
 pub mod time;
 pub mod world;
 mod ws;
@@ -235,6 +236,12 @@ impl Sim {
         format!("http://{}", self.addr)
     }
 
+    /// The Supervisor's Core proxy as an add-on reaches it, `http://127.0.0.1:PORT/core`: REST at
+    /// `/core/api/...`, the WebSocket at `/core/websocket`, with [`SimConfig::supervisor_token`].
+    pub fn supervisor_url(&self) -> String {
+        format!("http://{}/core", self.addr)
+    }
+
     /// WebSocket URL, `ws://127.0.0.1:PORT/api/websocket`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/websocket", self.addr)
@@ -384,6 +391,22 @@ impl Sim {
             .faults
             .reject_auth
             .store(reject, Ordering::Release);
+    }
+
+    /// The Supervisor's proxy finds Core down: `/core/...` answers 502 (REST and the upgrade).
+    pub fn set_supervisor_core_down(&self, down: bool) {
+        self.inner
+            .faults
+            .supervisor_core_down
+            .store(down, Ordering::Release);
+    }
+
+    /// The Supervisor's proxy cannot log in to Core: its WebSocket sends `auth_ok`, then closes.
+    pub fn set_supervisor_relay_fails(&self, fails: bool) {
+        self.inner
+            .faults
+            .supervisor_relay_fails
+            .store(fails, Ordering::Release);
     }
 
     /// Wait this long before answering `auth`.

@@ -349,9 +349,9 @@ impl std::fmt::Debug for WsClient {
 impl WsClient {
     /// Starts building a client for the HA at `base` (`http(s)://host[:port][/prefix]`; the
     /// WebSocket URL is derived from it).
-    pub fn builder(base: impl AsRef<str>) -> WsClientBuilder {
+    pub fn builder(base: impl crate::IntoHaUrl) -> WsClientBuilder {
         WsClientBuilder {
-            base: HaUrl::parse(base.as_ref()),
+            base: base.into_ha_url(),
             tokens: None,
             tls: TlsOptions::default(),
             config: WsConfig::default(),

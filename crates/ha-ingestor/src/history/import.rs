@@ -124,7 +124,9 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
         let tokens = token_source(inst)?;
         let tls =
             tls_options(inst).map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
-        let ws = WsClient::builder(inst.url.as_deref().unwrap_or_default())
+        let url = crate::credentials::ha_url(inst)
+            .map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
+        let ws = WsClient::builder(url)
             .shared_token_source(tokens)
             .tls(tls)
             .connect()

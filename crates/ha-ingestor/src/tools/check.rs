@@ -17,9 +17,9 @@ use ha_client::auth::TokenSource;
 use ha_client::{Client, Error as ClientError, HaUrl, RetryPolicy};
 use serde::Serialize;
 
-use super::{ConnectionOptions, ToolError, url_of};
+use super::{ConnectionOptions, ToolError};
 use crate::config::{InstanceConfig, Subscribe};
-use crate::credentials::{tls_options, token_source};
+use crate::credentials::{ha_url, tls_options, token_source};
 
 const NET_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -163,10 +163,23 @@ async fn run_steps(conn: &ConnectionOptions, report: &mut Report) -> Result<(), 
 
 async fn check_instance(inst: &InstanceConfig, report: &mut Report) -> Result<(), Failed> {
     let name = inst.name.as_str();
-    let url = url_of(inst);
-    let base = HaUrl::parse(url).map_err(|e| report.fail(name, "config", 2, e.to_string()))?;
+    let base = ha_url(inst).map_err(|e| report.fail(name, "config", 2, e.to_string()))?;
     check_tcp(name, &base, report).await?;
-    check_http(inst, &base, report).await?;
+    if inst.supervisor {
+        // The proxy relays /core/api/ only: no unauthenticated page to probe first.
+        report.add(
+            name,
+            "http",
+            Status::Skip,
+            format!(
+                "Supervisor mode: {base} (REST {base}/api/..., WebSocket {}); {}",
+                base.websocket_url(),
+                super::SUPERVISOR_LIMITS
+            ),
+        );
+    } else {
+        check_http(inst, &base, report).await?;
+    }
 
     // The token, over HTTP first: the plainest answer to "is it valid".
     let tokens: Arc<dyn TokenSource> = match token_source(inst) {
@@ -174,7 +187,7 @@ async fn check_instance(inst: &InstanceConfig, report: &mut Report) -> Result<()
         Err(e) => return Err(report.fail(name, "token", 2, e.to_string())),
     };
     let tls = tls_options(inst).map_err(|e| report.fail(name, "tls", 2, e.to_string()))?;
-    let http = Client::builder(url)
+    let http = Client::builder(&base)
         .shared_token_source(tokens.clone())
         .tls(tls)
         .timeout(Duration::from_secs(10))
@@ -201,8 +214,12 @@ async fn check_instance(inst: &InstanceConfig, report: &mut Report) -> Result<()
                 3,
                 format!(
                     "rejected by Home Assistant (HTTP 401; {}): it is invalid, expired or revoked; \
-                     get a new one with `ha-ingestor login`",
-                    token_origin(inst)
+                     {}",
+                    token_origin(inst),
+                    match inst.supervisor {
+                        true => "check that the add-on's config.yaml has homeassistant_api: true",
+                        false => "get a new one with `ha-ingestor login`",
+                    }
                 ),
             ));
         }
@@ -221,12 +238,24 @@ async fn check_instance(inst: &InstanceConfig, report: &mut Report) -> Result<()
 }
 
 fn token_origin(inst: &InstanceConfig) -> String {
-    if inst.token.is_some() {
+    if inst.supervisor {
+        "the add-on's SUPERVISOR_TOKEN".into()
+    } else if inst.token.is_some() {
         "token given in memory".into()
     } else if let Some(p) = &inst.oauth_state_file {
         format!("OAuth tokens from {}", p.display())
     } else if let Some(p) = &inst.token_file {
         format!("token from {}", p.display())
+    } else if inst.token_env.is_none()
+        && std::env::var_os("HASS_TOKEN").is_none()
+        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+    {
+        format!(
+            "token from systemd's credential {}",
+            Path::new(&dir)
+                .join(crate::credentials::SYSTEMD_CREDENTIAL)
+                .display()
+        )
     } else {
         format!(
             "token from ${}",

@@ -38,6 +38,7 @@ pub struct LoginOptions {
 /// Runs `login`.
 pub async fn login(conn: &ConnectionOptions, opts: &LoginOptions) -> Result<(), ToolError> {
     let (_, inst) = conn.instance()?;
+    super::refuse_in_supervisor_mode(&inst, "login")?;
     // Where the result goes is settled before anything is sent to HA.
     let mut token_out = opts.token.clone();
     let oauth_file = if opts.oauth {

@@ -20,7 +20,7 @@ use ha_client::auth::TokenSource;
 use ha_client::ws::WsClient;
 
 use crate::config::{Config, InstanceConfig, Overrides};
-use crate::credentials::{tls_options, token_source};
+use crate::credentials::{ha_url, tls_options, token_source};
 use crate::source::SourceError;
 
 /// A tool's failure: the exit code and one message in plain words.
@@ -124,6 +124,7 @@ impl ConnectionOptions {
             server: self.server.clone(),
             token_file: self.token_file.clone(),
             db: self.db.clone(),
+            supervisor: crate::config::SupervisorAccess::from_env(),
             ..Overrides::default()
         };
         let mut config = Config::load(self.config.as_deref(), overrides)
@@ -155,6 +156,21 @@ impl ConnectionOptions {
         }
         let inst = config.instances[0].clone();
         Ok((config, inst))
+    }
+}
+
+/// What the Supervisor's token cannot do, for the commands that need a user's own token.
+pub const SUPERVISOR_LIMITS: &str = "in Supervisor mode (SUPERVISOR_TOKEN set, no url) Home \
+    Assistant is reached through the Supervisor's Core proxy as the Supervisor's admin user, which \
+    is enough to ingest, backfill and import; but the token is not a user's own, so long-lived \
+    tokens (`token create/list/revoke`) and `login` do not apply: set url and a token (or run \
+    outside the add-on) to use them";
+
+/// Refuses a command that needs a user's own token in Supervisor mode.
+pub fn refuse_in_supervisor_mode(inst: &InstanceConfig, command: &str) -> Result<(), ToolError> {
+    match inst.supervisor {
+        true => Err(ToolError::usage(format!("{command}: {SUPERVISOR_LIMITS}"))),
+        false => Ok(()),
     }
 }
 
@@ -198,7 +214,7 @@ pub async fn connect_with(
     tokens: Arc<dyn TokenSource>,
 ) -> Result<WsClient, ToolError> {
     let tls = tls_options(inst).map_err(|e| ToolError::usage(e.to_string()))?;
-    WsClient::builder(url_of(inst))
+    WsClient::builder(ha_url(inst).map_err(|e| ToolError::usage(e.to_string()))?)
         .shared_token_source(tokens)
         .tls(tls)
         .ping(None, std::time::Duration::from_secs(20))

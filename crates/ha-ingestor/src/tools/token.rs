@@ -125,6 +125,7 @@ pub async fn create_and_deliver(ws: &WsClient, out: &TokenOutput) -> Result<Stri
 /// `token create`: a new long-lived token, made with the configured one.
 pub async fn create(conn: &ConnectionOptions, out: &TokenOutput) -> Result<(), ToolError> {
     let (_, inst) = conn.instance()?;
+    super::refuse_in_supervisor_mode(&inst, "token create")?;
     if out.out.is_none() && !out.print {
         return Err(ToolError::usage(
             "say where the new token goes: --token-out FILE (created with mode 0600) or --print-token",
@@ -142,6 +143,7 @@ pub async fn create(conn: &ConnectionOptions, out: &TokenOutput) -> Result<(), T
 /// `token list`.
 pub async fn list(conn: &ConnectionOptions, as_json: bool) -> Result<(), ToolError> {
     let (_, inst) = conn.instance()?;
+    super::refuse_in_supervisor_mode(&inst, "token list")?;
     let ws = connect(&inst).await?;
     let user = ws
         .current_user()
@@ -212,6 +214,7 @@ pub async fn revoke(
         ));
     };
     let (_, inst) = conn.instance()?;
+    super::refuse_in_supervisor_mode(&inst, "token revoke")?;
     let ws = connect(&inst).await?;
     let result = revoke_on(&ws, target).await;
     ws.close();

@@ -17,8 +17,13 @@ use crate::Inner;
 use crate::auth::Principal;
 use crate::lock;
 
-/// Builds the router.
+/// Builds the router: HA's own paths, and the Supervisor's Core proxy in front of them.
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    let api = api_router(inner.clone());
+    crate::supervisor::router(inner, api.clone()).merge(api)
+}
+
+fn api_router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/api/websocket", get(crate::ws::upgrade))
         .route("/auth/token", post(auth::token))

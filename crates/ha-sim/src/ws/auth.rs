@@ -63,3 +63,36 @@ pub(super) async fn authenticate(inner: &Inner, conn: &Conn, text: &str) -> bool
         }
     }
 }
+
+/// The Supervisor's proxy's auth phase: the add-on's token (`access_token` or `api_password`)
+/// against [`crate::SimConfig::supervisor_token`]; `auth_invalid` "Invalid access" otherwise.
+/// `auth_ok` goes out before the proxy logs in to Core (as an admin); when that fails
+/// ([`crate::Sim::set_supervisor_relay_fails`]) the socket closes right after `auth_ok`.
+pub(super) fn authenticate_supervisor(inner: &Inner, conn: &Conn, text: &str) -> bool {
+    let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let token = msg
+        .get("access_token")
+        .or_else(|| msg.get("api_password"))
+        .and_then(Value::as_str);
+    if msg.get("type").and_then(Value::as_str) != Some("auth")
+        || token != Some(inner.cfg.supervisor_token.as_str())
+    {
+        invalid(inner, conn, "Invalid access");
+        return false;
+    }
+    conn.send_msg(format!(
+        r#"{{"type":"auth_ok","ha_version":{}}}"#,
+        Value::from(inner.cfg.ha_version.as_str())
+    ));
+    if inner.faults.supervisor_relay_fails.load(Ordering::Acquire) {
+        return false;
+    }
+    let Some(admin) = lock(&inner.auth).validate_access(&inner.cfg.admin_token) else {
+        return false;
+    };
+    let _ = conn.principal.set(admin);
+    inner.stats.inc(&inner.stats.auth_ok);
+    true
+}

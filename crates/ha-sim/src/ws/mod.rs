@@ -21,10 +21,24 @@ use crate::hub::{Conn, Out};
 
 /// `GET /api/websocket`.
 pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, ws: WebSocketUpgrade) -> Response {
+    upgrade_as(inner, ws, Door::Core)
+}
+
+/// Which door a connection came through.
+#[derive(Clone, Copy)]
+pub(crate) enum Door {
+    /// Core's `/api/websocket`.
+    Core,
+    /// The Supervisor's proxy (`/core/websocket`): it runs the auth phase itself with the
+    /// add-on's token, then relays to Core as an admin.
+    Supervisor,
+}
+
+pub(crate) fn upgrade_as(inner: Arc<Inner>, ws: WebSocketUpgrade, door: Door) -> Response {
     inner.stats.inc(&inner.stats.ws_connections_accepted);
     ws.max_message_size(64 << 20)
         .max_frame_size(64 << 20)
-        .on_upgrade(move |socket| run(inner, socket))
+        .on_upgrade(move |socket| run(inner, socket, door))
 }
 
 /// How the reader ended.
@@ -35,7 +49,7 @@ pub(crate) enum ReaderEnd {
     Drain,
 }
 
-async fn run(inner: Arc<Inner>, socket: WebSocket) {
+async fn run(inner: Arc<Inner>, socket: WebSocket, door: Door) {
     let (tx, rx) = mpsc::unbounded_channel();
     let id = inner.hub.next_id();
     let conn = Arc::new(Conn::new(
@@ -48,7 +62,7 @@ async fn run(inner: Arc<Inner>, socket: WebSocket) {
     inner.hub.insert(conn.clone());
     let (sink, stream) = socket.split();
     let mut writer = tokio::spawn(writer(inner.clone(), conn.clone(), sink, rx));
-    let mut reader = tokio::spawn(reader(inner.clone(), conn.clone(), stream));
+    let mut reader = tokio::spawn(reader(inner.clone(), conn.clone(), stream, door));
     conn.set_aborts(vec![writer.abort_handle(), reader.abort_handle()]);
     let (mut reader_done, mut writer_done) = (false, false);
     tokio::select! {
@@ -97,6 +111,7 @@ async fn reader(
     inner: Arc<Inner>,
     conn: Arc<Conn>,
     mut stream: SplitStream<WebSocket>,
+    door: Door,
 ) -> ReaderEnd {
     let mut silent = inner.faults.silent.subscribe();
     not_silent(&mut silent).await;
@@ -116,7 +131,11 @@ async fn reader(
                 return ReaderEnd::Drain;
             }
         };
-    if !auth::authenticate(&inner, &conn, first.as_str()).await {
+    let authenticated = match door {
+        Door::Core => auth::authenticate(&inner, &conn, first.as_str()).await,
+        Door::Supervisor => auth::authenticate_supervisor(&inner, &conn, first.as_str()),
+    };
+    if !authenticated {
         conn.send(Out::Close);
         return ReaderEnd::Drain;
     }
