@@ -32,12 +32,29 @@ fn ingestor(sim: &Sim, args: &[&str]) -> Command {
 
 /// Runs `c` to its end (off the async threads, which serve the simulator), at most 60 s: its
 /// exit code and its output.
-async fn output(mut c: Command) -> (i32, String) {
+async fn output(c: Command) -> (i32, String) {
+    output_with_stdin(c, None).await
+}
+
+/// [`output`], with `input` on its stdin.
+async fn output_with_stdin(mut c: Command, input: Option<&str>) -> (i32, String) {
+    if input.is_some() {
+        c.stdin(Stdio::piped());
+    }
     let mut child = c
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run ha-ingestor");
+    if let Some(input) = input {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if tokio::time::Instant::now() > deadline {
@@ -261,4 +278,88 @@ async fn the_token_comes_from_systemds_credentials_directory() {
     let (code, text) = output(cmd).await;
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("LoadCredential=ha-token"), "{text}");
+}
+
+/// `init --non-interactive`, then `check` of the config it wrote: from nothing to a config that
+/// works, with a token from HASS_TOKEN and with one a login creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_a_config_that_check_accepts() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let init = |name: &str, extra: &[&str]| {
+        let config = dir.path().join(format!("{name}.toml"));
+        let token = dir.path().join(format!("{name}-token"));
+        let db = dir.path().join(format!("{name}.db"));
+        let mut args = vec![
+            "init".to_string(),
+            "--non-interactive".into(),
+            "--server".into(),
+            sim.url(),
+            "--config-out".into(),
+            config.display().to_string(),
+            "--token-out".into(),
+            token.display().to_string(),
+            "--db".into(),
+            db.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = ingestor(&sim, &args);
+        cmd.env_remove("SUPERVISOR_TOKEN")
+            .env_remove("HASS_PASSWORD");
+        (cmd, config, token)
+    };
+    let check = |config: &Path| {
+        let mut cmd = ingestor(&sim, &["--config", config.to_str().unwrap(), "check"]);
+        cmd.env_remove("SUPERVISOR_TOKEN");
+        cmd
+    };
+
+    // A token from the environment.
+    let (mut cmd, config, token) = init("env", &[]);
+    cmd.env("HASS_TOKEN", &sim.config().user_token);
+    let (code, text) = output(cmd).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("ha-ingestor --config"),
+        "it says how to start: {text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    assert_eq!(
+        std::fs::read_to_string(&token).unwrap().trim(),
+        sim.config().user_token
+    );
+    let (code, text) = output(check(&config)).await;
+    assert_eq!(code, 0, "check of the written config: {text}");
+
+    // Again: nothing is overwritten without --force.
+    let (mut cmd, _, _) = init("env", &[]);
+    cmd.env("HASS_TOKEN", &sim.config().user_token);
+    let (code, text) = output(cmd).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("already exists") && text.contains("--force"),
+        "{text}"
+    );
+
+    // A login that creates a long-lived token.
+    let (cmd, config, token) = init("login", &["--username", "user", "--password-stdin"]);
+    let (code, text) = output_with_stdin(cmd, Some("user-pass\n")).await;
+    assert_eq!(code, 0, "{text}");
+    let created = std::fs::read_to_string(&token).unwrap();
+    assert_ne!(created.trim(), sim.config().user_token, "a new token");
+    let (code, text) = output(check(&config)).await;
+    assert_eq!(code, 0, "check of the written config: {text}");
+
+    // Nothing to take the token from: named.
+    let (cmd, config, _) = init("none", &[]);
+    let (code, text) = output(cmd).await;
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("HASS_TOKEN") && text.contains("--username"),
+        "{text}"
+    );
+    assert!(!config.exists(), "no config written");
 }

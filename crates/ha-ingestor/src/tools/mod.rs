@@ -8,6 +8,7 @@
 //! Tokens and passwords never appear in any output, except a new token with `--print-token`.
 
 pub mod check;
+pub mod init;
 pub mod login;
 pub mod sign_path;
 pub mod token;
