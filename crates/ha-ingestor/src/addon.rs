@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ha_client::Secret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -43,10 +44,10 @@ pub struct InfluxOptions {
     pub api: Option<String>,
     pub database: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub org: Option<String>,
     pub bucket: Option<String>,
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub schema: Option<String>,
 }
 
@@ -55,7 +56,7 @@ pub struct InfluxOptions {
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresOptions {
     pub dsn: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub schema: Option<String>,
     pub ca_file: Option<String>,
 }
@@ -120,7 +121,10 @@ pub fn to_file_config(o: &AddonOptions, paths: &AddonPaths) -> Result<FileConfig
         config["backfill"] = backfill.into();
     }
     if let Some(mb) = o.max_db_mb.filter(|mb| *mb > 0) {
-        config["store"] = json!({ "max_db_bytes": mb * 1024 * 1024 });
+        let bytes = mb
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| format!("max_db_mb {mb} is too large"))?;
+        config["store"] = json!({ "max_db_bytes": bytes });
     }
     if let Some(format) = non_empty(&o.log_format) {
         config["log_format"] = format.into();
@@ -142,10 +146,10 @@ pub fn to_file_config(o: &AddonOptions, paths: &AddonPaths) -> Result<FileConfig
                 table[key] = v.into();
             }
         }
-        if let Some(password) = non_empty(&influx.password) {
+        if let Some(password) = non_empty_secret(&influx.password) {
             table["password_file"] = json!(secret_file(paths, "influxdb-password", password)?);
         }
-        if let Some(token) = non_empty(&influx.token) {
+        if let Some(token) = non_empty_secret(&influx.token) {
             table["token_file"] = json!(secret_file(paths, "influxdb-token", token)?);
         }
         sinks.push(json!({ "name": "influxdb", "influxdb": table }));
@@ -160,7 +164,7 @@ pub fn to_file_config(o: &AddonOptions, paths: &AddonPaths) -> Result<FileConfig
         if let Some(ca) = non_empty(&pg.ca_file) {
             table["ca_file"] = ca.into();
         }
-        if let Some(password) = non_empty(&pg.password) {
+        if let Some(password) = non_empty_secret(&pg.password) {
             table["password_file"] = json!(secret_file(paths, "postgres-password", password)?);
         }
         sinks.push(json!({ "name": "postgres", "postgres": table }));
@@ -172,6 +176,13 @@ pub fn to_file_config(o: &AddonOptions, paths: &AddonPaths) -> Result<FileConfig
 /// A set, non-blank option (the add-on UI leaves cleared fields empty).
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A set, non-blank secret.
+fn non_empty_secret(s: &Option<Secret>) -> Option<&str> {
+    s.as_ref()
+        .map(|s| s.expose().trim())
+        .filter(|s| !s.is_empty())
 }
 
 /// Writes a secret to a file only the add-on's user can read, for `*_file` keys.
@@ -300,6 +311,23 @@ mod tests {
         assert_eq!(pg.ca_file.as_deref(), Some(Path::new("/ssl/ca.pem")));
         let password = std::fs::read_to_string(pg.password_file.as_ref().unwrap()).unwrap();
         assert_eq!(password, "pw");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_sizes_do_not_overflow() {
+        let o: AddonOptions = serde_json::from_value(json!({
+            "influxdb": {"url": "http://i", "password": "hunter2", "token": "t0ken"},
+            "postgres": {"dsn": "host=db", "password": "s3cret"},
+            "max_db_mb": u64::MAX,
+        }))
+        .unwrap();
+        let shown = format!("{o:?}");
+        for secret in ["hunter2", "t0ken", "s3cret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let e = to_file_config(&o, &paths(dir.path())).unwrap_err();
+        assert!(e.contains("max_db_mb"), "{e}");
     }
 
     #[test]

@@ -286,7 +286,7 @@ async fn the_token_comes_from_systemds_credentials_directory() {
 async fn init_writes_a_config_that_check_accepts() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let init = |name: &str, extra: &[&str]| {
+    let init_at = |server: &str, name: &str, extra: &[&str]| {
         let config = dir.path().join(format!("{name}.toml"));
         let token = dir.path().join(format!("{name}-token"));
         let db = dir.path().join(format!("{name}.db"));
@@ -294,7 +294,7 @@ async fn init_writes_a_config_that_check_accepts() {
             "init".to_string(),
             "--non-interactive".into(),
             "--server".into(),
-            sim.url(),
+            server.to_string(),
             "--config-out".into(),
             config.display().to_string(),
             "--token-out".into(),
@@ -309,6 +309,8 @@ async fn init_writes_a_config_that_check_accepts() {
             .env_remove("HASS_PASSWORD");
         (cmd, config, token)
     };
+    let url = sim.url();
+    let init = |name: &str, extra: &[&str]| init_at(&url, name, extra);
     let check = |config: &Path| {
         let mut cmd = ingestor(&sim, &["--config", config.to_str().unwrap(), "check"]);
         cmd.env_remove("SUPERVISOR_TOKEN");
@@ -352,6 +354,20 @@ async fn init_writes_a_config_that_check_accepts() {
     assert_ne!(created.trim(), sim.config().user_token, "a new token");
     let (code, text) = output(check(&config)).await;
     assert_eq!(code, 0, "check of the written config: {text}");
+
+    // A URL where no HA answers: the check fails and nothing is left behind.
+    let (mut cmd, config, token) = init_at("http://127.0.0.1:9", "nohost", &[]);
+    cmd.env("HASS_TOKEN", &sim.config().user_token);
+    let (code, text) = output(cmd).await;
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("nothing was written"), "{text}");
+    assert!(!config.exists() && !token.exists(), "nothing left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("init-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // Nothing to take the token from: named.
     let (cmd, config, _) = init("none", &[]);

@@ -17,6 +17,8 @@ pub struct Stats {
     pub(crate) pending_overflow_disconnects: AtomicU64,
     pub(crate) fault_disconnects: AtomicU64,
     pub(crate) events_generated: AtomicU64,
+    pub(crate) supervisor_bad_gateway: AtomicU64,
+    pub(crate) supervisor_relay_failures: AtomicU64,
 }
 
 impl Stats {
@@ -44,6 +46,8 @@ impl Stats {
             pending_overflow_disconnects: g(&self.pending_overflow_disconnects),
             fault_disconnects: g(&self.fault_disconnects),
             events_generated: g(&self.events_generated),
+            supervisor_bad_gateway: g(&self.supervisor_bad_gateway),
+            supervisor_relay_failures: g(&self.supervisor_relay_failures),
         }
     }
 }
@@ -77,4 +81,8 @@ pub struct SimStats {
     pub fault_disconnects: u64,
     /// Events made by generators.
     pub events_generated: u64,
+    /// 502 answers of the Supervisor's proxy (Core down), REST and WebSocket.
+    pub supervisor_bad_gateway: u64,
+    /// Proxy sockets closed right after `auth_ok` (the proxy could not log in to Core).
+    pub supervisor_relay_failures: u64,
 }

@@ -40,6 +40,7 @@ fn core_down(inner: &Inner) -> bool {
 
 async fn websocket(State(p): State<Proxy>, ws: WebSocketUpgrade) -> Response {
     if core_down(&p.inner) {
+        p.inner.stats.inc(&p.inner.stats.supervisor_bad_gateway);
         return text(StatusCode::BAD_GATEWAY, "502: Bad Gateway");
     }
     crate::ws::upgrade_as(p.inner, ws, crate::ws::Door::Supervisor)
@@ -56,6 +57,7 @@ async fn rest(State(p): State<Proxy>, mut req: Request) -> Response {
         return text(StatusCode::UNAUTHORIZED, "401: Unauthorized");
     }
     if core_down(&p.inner) {
+        p.inner.stats.inc(&p.inner.stats.supervisor_bad_gateway);
         return text(StatusCode::BAD_GATEWAY, "502: Bad Gateway");
     }
     // Relayed as the Supervisor's own (admin) identity, to Core's path.

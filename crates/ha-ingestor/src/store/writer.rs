@@ -241,6 +241,16 @@ fn commit(
         return Ok(WriteOutcome::default());
     }
     let outcome = store.write_batch(records)?;
+    // The batch is stored: an eviction that fails now (the disk filled up, say) must not send it
+    // back to be written again. The next batch evicts.
+    if let Err(e) = evict_to_bound(store, max, policy) {
+        tracing::warn!(%e, "evicting the oldest rows failed; the next batch tries again");
+    }
+    Ok(outcome)
+}
+
+/// With `drop_oldest`, deletes the oldest rows until the database is 5 % under `max`.
+fn evict_to_bound(store: &mut SqliteStore, max: u64, policy: FullPolicy) -> Result<(), StoreError> {
     if policy == FullPolicy::DropOldest && store.used_bytes()? > max {
         metrics::counter!("ha_ingestor_journal_full_total").increment(1);
         // Make some headroom (5 %) so eviction does not run after every batch.
@@ -269,7 +279,7 @@ fn commit(
             "the database reached its size bound (drop_oldest): oldest rows deleted"
         );
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// Updates the metrics; returns the batch's largest lag in seconds.

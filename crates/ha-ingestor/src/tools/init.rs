@@ -87,12 +87,15 @@ pub async fn init(opts: &InitOptions) -> Result<(), ToolError> {
             ));
         }
     };
+    // The token is kept only once the check passed: a wrong URL leaves nothing behind that a
+    // second try would have to --force away.
+    let staged = staged_path(&token_path);
+    let _ = std::fs::remove_file(&staged);
+    let created_by_login = env_token.is_none() && pasted.is_none();
     match env_token.or(pasted) {
-        Some(token) => super::write_secret_file(
-            &token_path,
-            format!("{}\n", token.trim()).as_bytes(),
-            opts.force,
-        )?,
+        Some(token) => {
+            super::write_secret_file(&staged, format!("{}\n", token.trim()).as_bytes(), true)?
+        }
         None => {
             let login = LoginOptions {
                 username: opts.username.clone(),
@@ -101,8 +104,8 @@ pub async fn init(opts: &InitOptions) -> Result<(), ToolError> {
                 token: TokenOutput {
                     name: None,
                     lifespan_days: 3650,
-                    out: Some(token_path.clone()),
-                    force: opts.force,
+                    out: Some(staged.clone()),
+                    force: true,
                     print: false,
                 },
                 oauth: false,
@@ -115,10 +118,26 @@ pub async fn init(opts: &InitOptions) -> Result<(), ToolError> {
 
     eprintln!("checking the connection:");
     let checked = ConnectionOptions {
-        token_file: Some(token_path.clone()),
+        token_file: Some(staged.clone()),
         ..conn
     };
-    super::check::check(&checked, false).await?;
+    if let Err(mut e) = super::check::check(&checked, false).await {
+        let _ = std::fs::remove_file(&staged);
+        e.message.push_str("; nothing was written");
+        if created_by_login {
+            e.message.push_str(
+                " (the long-lived token the login created stays in Home Assistant: revoke it on \
+                 your profile page, Security tab)",
+            );
+        }
+        return Err(e);
+    }
+    std::fs::rename(&staged, &token_path).map_err(|e| {
+        ToolError::other(format!(
+            "cannot move the token to {}: {e}",
+            token_path.display()
+        ))
+    })?;
 
     let config = config_text(&server, &token_path, &opts.db, opts.ca_file.as_deref());
     std::fs::write(&opts.config_out, config).map_err(|e| {
@@ -133,6 +152,14 @@ pub async fn init(opts: &InitOptions) -> Result<(), ToolError> {
         config_path.display()
     );
     Ok(())
+}
+
+/// Where the token waits for the check: beside its final place (so the rename stays on one
+/// filesystem).
+fn staged_path(token: &Path) -> PathBuf {
+    let mut name = token.file_name().unwrap_or_default().to_os_string();
+    name.push(".init-tmp");
+    token.with_file_name(name)
 }
 
 /// One line from the terminal, trimmed; `None` at end of input.

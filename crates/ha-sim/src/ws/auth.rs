@@ -87,6 +87,7 @@ pub(super) fn authenticate_supervisor(inner: &Inner, conn: &Conn, text: &str) ->
         Value::from(inner.cfg.ha_version.as_str())
     ));
     if inner.faults.supervisor_relay_fails.load(Ordering::Acquire) {
+        inner.stats.inc(&inner.stats.supervisor_relay_failures);
         return false;
     }
     let Some(admin) = lock(&inner.auth).validate_access(&inner.cfg.admin_token) else {

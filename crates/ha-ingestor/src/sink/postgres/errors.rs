@@ -120,7 +120,10 @@ fn tls_fix(detail: &str) -> &'static str {
     } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
         "the certificate does not name the dsn's host: connect by a name the certificate holds, \
          or use sslmode=verify-ca to check the CA only"
-    } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+    } else if ["expired", "not valid yet", "notvalidyet"]
+        .iter()
+        .any(|w| detail.to_lowercase().contains(w))
+    {
         "the server's certificate is outside its validity period: renew it, or check this \
          host's clock"
     } else if detail.contains("does not support TLS") {

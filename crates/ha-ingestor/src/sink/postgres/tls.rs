@@ -86,23 +86,31 @@ impl TlsSettings {
             ca_file: ca_file.map(Path::to_path_buf),
             ..TlsSettings::default()
         };
+        let (mut mode, mut system_roots) = (None, false);
         for (key, value) in params {
             match key {
-                TlsKey::Mode => settings.mode = SslModeSetting::parse(&value)?,
-                TlsKey::RootCert if settings.ca_file.is_some() => {
+                TlsKey::Mode => mode = Some(SslModeSetting::parse(&value)?),
+                TlsKey::RootCert if settings.ca_file.is_some() || system_roots => {
                     return Err(
                         "the dsn's sslrootcert and ca_file both name a CA; keep one".to_string()
                     );
                 }
-                TlsKey::RootCert if value == "system" => {
-                    if settings.mode != SslModeSetting::VerifyFull {
-                        // libpq refuses weaker modes with the system's roots, for the same reason.
-                        settings.mode = SslModeSetting::VerifyFull;
-                    }
-                }
+                TlsKey::RootCert if value == "system" => system_roots = true,
                 TlsKey::RootCert => settings.ca_file = Some(PathBuf::from(value)),
             }
         }
+        settings.mode = match (mode, system_roots) {
+            (None, true) => SslModeSetting::VerifyFull,
+            // As libpq: the system's roots vouch for any public name, so only verify-full.
+            (Some(m), true) if m != SslModeSetting::VerifyFull => {
+                return Err(
+                    "sslrootcert=system needs sslmode=verify-full (with public roots a weaker \
+                     mode would accept any site's certificate)"
+                        .to_string(),
+                );
+            }
+            (m, _) => m.unwrap_or_default(),
+        };
         Ok((rest, settings))
     }
 
@@ -176,7 +184,11 @@ fn take_from_key_values(dsn: &str) -> Result<(String, Vec<(TlsKey, String)>), St
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("the dsn's `{key}` has no `=value`"));
+            // Not the word itself: a password with a space in it would show a piece of it.
+            return Err(format!(
+                "the dsn has a word without `=value` (parameter {})",
+                taken.len() + rest.matches('=').count() + 1
+            ));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -221,7 +233,12 @@ fn take_from_key_values(dsn: &str) -> Result<(String, Vec<(TlsKey, String)>), St
 
 /// `postgresql://...?k=v&...`: the TLS parameters leave the query, the rest stays as written.
 fn take_from_url(dsn: &str, after_scheme: &str) -> Result<(String, Vec<(TlsKey, String)>), String> {
-    let Some((_, query)) = after_scheme.split_once('?') else {
+    // The user and password may hold a literal `?` (tokio-postgres and libpq read them up to the
+    // first `@`): the query starts after that.
+    let host_part = after_scheme
+        .split_once('@')
+        .map_or(after_scheme, |(_, h)| h);
+    let Some((_, query)) = host_part.split_once('?') else {
         return Ok((dsn.to_string(), Vec::new()));
     };
     let base = &dsn[..dsn.len() - query.len() - 1];
@@ -307,9 +324,35 @@ mod tests {
     }
 
     #[test]
-    fn system_roots_mean_verify_full() {
-        let (_, s) = take("host=h sslmode=require sslrootcert=system");
+    fn system_roots_mean_verify_full_in_any_order() {
+        let (_, s) = take("host=h sslrootcert=system");
         assert_eq!((s.mode, s.ca_file), (SslModeSetting::VerifyFull, None));
+        let (_, s) = take("host=h sslmode=verify-full sslrootcert=system");
+        assert_eq!(s.mode, SslModeSetting::VerifyFull);
+        for dsn in [
+            "host=h sslmode=require sslrootcert=system",
+            "host=h sslrootcert=system sslmode=require",
+            "postgresql://h/db?sslrootcert=system&sslmode=verify-ca",
+        ] {
+            let e = TlsSettings::take_from_dsn(dsn, None).unwrap_err();
+            assert!(e.contains("verify-full"), "{dsn}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_question_mark_in_the_password_is_not_the_query() {
+        let (rest, s) = take("postgresql://u:p?x@db/ha?sslmode=require&connect_timeout=3");
+        assert_eq!(s.mode, SslModeSetting::Require);
+        assert_eq!(rest, "postgresql://u:p?x@db/ha?connect_timeout=3");
+        let pg = tokio_postgres::Config::from_str(&rest).unwrap();
+        assert_eq!(pg.get_password(), Some(&b"p?x"[..]));
+        assert_eq!(pg.get_ssl_mode(), SslMode::Prefer, "no sslmode left behind");
+    }
+
+    #[test]
+    fn a_word_without_a_value_is_named_without_its_text() {
+        let e = TlsSettings::take_from_dsn("host=h password=my secret", None).unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,37 @@ SELECT e.id, e.instance, e.entity_id
 FROM ha_entities e JOIN unnest($1::text[], $2::text[]) AS u(instance, entity_id)
      ON e.instance = u.instance AND e.entity_id = u.entity_id";
 
+/// What TLS can do for the dsn's hosts. A unix socket never has TLS (libpq ignores sslmode
+/// there); a bare `hostaddr` has no name to give TLS, so it can only go without.
+fn tls_transport(pg: &tokio_postgres::Config, tls: TlsSettings) -> Result<TlsSettings, String> {
+    use tokio_postgres::config::Host;
+    let hosts = pg.get_hosts();
+    #[cfg(unix)]
+    let all_sockets = !hosts.is_empty() && hosts.iter().all(|h| matches!(h, Host::Unix(_)));
+    #[cfg(not(unix))]
+    let all_sockets = false;
+    let nameless = hosts.is_empty() && !pg.get_hostaddrs().is_empty();
+    let off = TlsSettings {
+        mode: SslModeSetting::Disable,
+        ca_file: None,
+    };
+    match tls.mode {
+        _ if all_sockets => Ok(off),
+        SslModeSetting::Prefer if nameless => Ok(off),
+        SslModeSetting::Disable | SslModeSetting::Prefer => Ok(tls),
+        _ if nameless => Err(format!(
+            "sslmode={} needs host=<the server's name> beside hostaddr: TLS checks and sends \
+             the name",
+            match tls.mode {
+                SslModeSetting::Require => "require",
+                SslModeSetting::VerifyCa => "verify-ca",
+                _ => "verify-full",
+            }
+        )),
+        _ => Ok(tls),
+    }
+}
+
 /// A live connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -120,6 +151,17 @@ impl PostgresSink {
         if pg.get_application_name().is_none() {
             pg.application_name("ha-ingestor");
         }
+        if pg.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            // Every sslmode was to be taken out above; one left would be overwritten below.
+            return Err(format!(
+                "sink '{name}': the dsn's sslmode could not be read; write the dsn as \
+                 key=value pairs"
+            ));
+        }
+        let tls = match tls_transport(&pg, tls) {
+            Ok(tls) => tls,
+            Err(e) => return Err(format!("sink '{name}': {e}")),
+        };
         pg.ssl_mode(tls.mode.transport());
         if tls.mode == SslModeSetting::Require && !tls.verifies() {
             tracing::warn!(
@@ -582,6 +624,30 @@ mod tests {
             "{err}"
         );
     }
+    #[test]
+    fn sockets_go_without_tls_and_a_bare_hostaddr_cannot_be_verified() {
+        let sink =
+            PostgresSink::new("pg", &config("host=/run/postgresql sslmode=require"), None).unwrap();
+        assert!(sink.tls.is_none(), "a unix socket has no TLS");
+        let sink = PostgresSink::new("pg", &config("hostaddr=10.0.0.5 user=ha"), None).unwrap();
+        assert!(sink.tls.is_none(), "prefer without a name goes without");
+        let err = PostgresSink::new(
+            "pg",
+            &config("hostaddr=10.0.0.5 user=ha sslmode=verify-full"),
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("host="), "{err}");
+        let sink = PostgresSink::new(
+            "pg",
+            &config("host=db hostaddr=10.0.0.5 sslmode=require"),
+            None,
+        )
+        .unwrap();
+        assert!(sink.tls.is_some());
+    }
+
     #[test]
     fn tls_settings_errors_name_the_sink_and_hide_the_password() {
         let err = PostgresSink::new(
