@@ -37,9 +37,25 @@ pub struct FileConfig {
     pub store: StoreConfig,
     /// Fill gaps from HA's history after every (re)connect (default true).
     pub backfill: Option<bool>,
+    /// Whether an instance that fails for good (token refused) stops the process (default: with
+    /// one instance yes, exit 3; with several no, the others go on).
+    pub exit_on_instance_failure: Option<bool>,
+    /// When `/health` says ready: `all` instances connected, or `any` (default: `all` with one
+    /// instance, `any` with several).
+    pub ready_when: Option<ReadyWhen>,
     /// Remote sinks, fed from the SQLite journal.
     #[serde(default, rename = "sink")]
     pub sinks: Vec<crate::sink::SinkConfig>,
+}
+
+/// See [`FileConfig::ready_when`].
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyWhen {
+    /// Every instance connected.
+    All,
+    /// At least one instance connected.
+    Any,
 }
 
 /// Log output format.
@@ -253,6 +269,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// Gap backfill on (re)connect.
     pub backfill: bool,
+    /// See [`FileConfig::exit_on_instance_failure`] (resolved).
+    pub exit_on_instance_failure: bool,
+    /// See [`FileConfig::ready_when`] (resolved).
+    pub ready_when: ReadyWhen,
     /// Gap backfill settings; not in the file (the defaults suit HA's recorder), but a program that
     /// embeds the service, or a test, may change them.
     pub backfill_settings: crate::history::gap_fill::BackfillConfig,
@@ -375,6 +395,7 @@ impl Config {
                 "store.batch_size and store.queue_capacity must be at least 1".into(),
             ));
         }
+        let several = instances.len() > 1;
         Ok(Config {
             db: o
                 .db
@@ -390,6 +411,11 @@ impl Config {
             attributes: file.attributes,
             store: file.store,
             backfill: file.backfill.unwrap_or(true),
+            exit_on_instance_failure: file.exit_on_instance_failure.unwrap_or(!several),
+            ready_when: file.ready_when.unwrap_or(match several {
+                false => ReadyWhen::All,
+                true => ReadyWhen::Any,
+            }),
             backfill_settings: crate::history::gap_fill::BackfillConfig::default(),
             sinks: file.sinks,
         })

@@ -16,6 +16,8 @@ use serde::Serialize;
 /// What `/health` reports.
 #[derive(Default)]
 pub struct Health {
+    /// Ready when any instance is connected (several instances), instead of all.
+    ready_when_any: std::sync::atomic::AtomicBool,
     instances: Mutex<BTreeMap<String, InstanceHealth>>,
     sink: Mutex<SinkHealth>,
     remote: Mutex<BTreeMap<String, RemoteSinkHealth>>,
@@ -35,6 +37,15 @@ struct CommitHealth {
 struct InstanceHealth {
     connected: bool,
     ha_version: Option<String>,
+    /// Stopped for good (a refused token, say) and why; the others go on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<InstanceFailure>,
+}
+
+#[derive(Clone, Serialize)]
+struct InstanceFailure {
+    error: String,
+    since: String,
 }
 
 #[derive(Clone, Serialize)]
@@ -64,11 +75,31 @@ impl Default for SinkHealth {
 }
 
 impl Health {
+    /// Ready when any instance is connected, instead of all of them (`ready_when = "any"`).
+    pub fn set_ready_when_any(&self, any: bool) {
+        self.ready_when_any
+            .store(any, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records that an instance stopped for good, and why (until it is started again).
+    pub fn set_failed(&self, instance: &str, error: String) {
+        let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(instance.to_string()).or_default();
+        entry.connected = false;
+        entry.failed = Some(InstanceFailure {
+            error,
+            since: humantime_now(),
+        });
+    }
+
     /// Records an instance's connection state.
     pub fn set_connected(&self, instance: &str, connected: bool, ha_version: Option<String>) {
         let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
         let entry = map.entry(instance.to_string()).or_default();
         entry.connected = connected;
+        if connected {
+            entry.failed = None;
+        }
         if ha_version.is_some() {
             entry.ha_version = ha_version;
         }
@@ -154,9 +185,16 @@ impl Health {
         // A remote sink being down does not make the service unready: ingestion goes on and the
         // journal holds the rows. It shows as "degraded".
         let remote_ok = remote.iter().all(|r| r.ok);
-        let ready = sink.ok && !instances.is_empty() && instances.values().all(|i| i.connected);
+        let any = self
+            .ready_when_any
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let connected = match any {
+            true => instances.values().any(|i| i.connected),
+            false => instances.values().all(|i| i.connected),
+        };
+        let ready = sink.ok && !instances.is_empty() && connected;
         let body = serde_json::json!({
-            "status": if ready && remote_ok { "ok" } else { "degraded" },
+            "status": if ready && remote_ok && instances.values().all(|i| i.connected) { "ok" } else { "degraded" },
             "live": true,
             "ready": ready,
             "instances": instances,

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -114,19 +114,20 @@ pub async fn run(
         };
         sink_tasks.spawn(runner.run(sinks_stop_rx.clone()));
     }
+    health.set_ready_when_any(config.ready_when == crate::config::ReadyWhen::Any);
+    let context = || SourceContext {
+        filter: filter.clone(),
+        attributes: attributes.clone(),
+        tx: tx.clone(),
+        health: health.clone(),
+        db: config.db.clone(),
+        backfill: config.backfill.then(|| config.backfill_settings.clone()),
+    };
     let mut sources = JoinSet::new();
     for inst in config.instances.clone() {
-        let ctx = SourceContext {
-            filter: filter.clone(),
-            attributes: attributes.clone(),
-            tx: tx.clone(),
-            health: health.clone(),
-            db: config.db.clone(),
-            backfill: config.backfill.then(|| config.backfill_settings.clone()),
-        };
-        sources.spawn(run_source(inst, ctx, stop_rx.clone()));
+        metrics::gauge!("ha_ingestor_instance_up", "instance" => inst.name.clone()).set(1.0);
+        sources.spawn(run_source(inst, context(), stop_rx.clone()));
     }
-    drop(tx);
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
@@ -135,30 +136,64 @@ pub async fn run(
     let mut failure: Option<RunError> = None;
     // Whether the writer ended first (cleanly: every sender was gone).
     let mut writer_done = false;
-    tokio::select! {
-        _ = &mut shutdown => tracing::info!("shutting down: flushing"),
-        Some(done) = sources.join_next() => match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failure = Some(e.into()),
-            Err(e) => failure = Some(RunError::Other(format!("a source task failed: {e}"))),
-        },
-        w = &mut writer => {
-            let e = match w {
-                // Every sender is gone, so every source has ended: their results (such as a
-                // refused token, exit 3) are collected below. Which of the two wakes first is a race.
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(RunError::Store(e)),
-                Err(e) => Some(RunError::Other(e.to_string())),
-            };
-            if let Some(e) = e {
-                health.set_sink_error(e.to_string());
-                let _ = stop_tx.send(true);
-                let _ = sinks_stop_tx.send(true);
-                return Err(e);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: flushing");
+                break;
             }
-            writer_done = true;
+            Some(done) = sources.join_next() => match done {
+                // Only when the writer is gone (shutting down).
+                Ok(Ok(())) => break,
+                Ok(Err(e)) if !config.exit_on_instance_failure => {
+                    // One instance's final failure stops that instance only; it is started again
+                    // when its token file changes (never in a loop: HA bans addresses).
+                    let name = e.instance().to_string();
+                    tracing::error!(instance = %name, error = %e, "the instance stopped; the others go on");
+                    health.set_failed(&name, e.to_string());
+                    metrics::gauge!("ha_ingestor_instance_up", "instance" => name.clone()).set(0.0);
+                    if let Some(inst) = config.instances.iter().find(|i| i.name == name) {
+                        let (inst, ctx, stop) = (inst.clone(), context(), stop_rx.clone());
+                        sources.spawn(async move {
+                            if !wait_for_new_credentials(&inst, stop.clone()).await {
+                                return Ok(());
+                            }
+                            tracing::info!(instance = %inst.name, "its token file changed: starting it again");
+                            metrics::gauge!("ha_ingestor_instance_up", "instance" => inst.name.clone()).set(1.0);
+                            run_source(inst, ctx, stop).await
+                        });
+                    }
+                }
+                Ok(Err(e)) => {
+                    failure = Some(e.into());
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(RunError::Other(format!("a source task failed: {e}")));
+                    break;
+                }
+            },
+            w = &mut writer => {
+                let e = match w {
+                    // Every sender is gone, so every source has ended: their results (such as a
+                    // refused token, exit 3) are collected below. Which of the two wakes first is a
+                    // race.
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(RunError::Store(e)),
+                    Err(e) => Some(RunError::Other(e.to_string())),
+                };
+                if let Some(e) = e {
+                    health.set_sink_error(e.to_string());
+                    let _ = stop_tx.send(true);
+                    let _ = sinks_stop_tx.send(true);
+                    return Err(e);
+                }
+                writer_done = true;
+                break;
+            }
         }
     }
+    drop(tx);
     let _ = stop_tx.send(true);
     while let Some(done) = sources.join_next().await {
         if let Ok(Err(e)) = done
@@ -184,6 +219,43 @@ pub async fn run(
     }
     tracing::info!("all records committed");
     failure.map_or(Ok(()), Err)
+}
+
+/// Waits until the instance's token file (or OAuth state file) changes: `true` then, `false` when
+/// the service stops first. An instance whose token has no file (an environment variable) can only
+/// be fixed by a restart, and waits for the stop.
+async fn wait_for_new_credentials(
+    inst: &crate::config::InstanceConfig,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let files: Vec<std::path::PathBuf> = [&inst.token_file, &inst.oauth_state_file]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    if files.is_empty() {
+        tracing::warn!(instance = %inst.name, "its token comes from no file: restart the ingestor once it is fixed");
+    }
+    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
+        files
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(f).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            })
+            .collect()
+    };
+    let before = stamp(&files);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                if !files.is_empty() && stamp(&files) != before {
+                    return true;
+                }
+            }
+        }
+    }
 }
 
 fn spawn_db_size_gauge(db: std::path::PathBuf) {

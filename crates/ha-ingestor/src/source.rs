@@ -34,6 +34,15 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The instance it is about.
+    pub fn instance(&self) -> &str {
+        match self {
+            SourceError::Auth { instance, .. } | SourceError::Config { instance, .. } => instance,
+        }
+    }
+}
+
 /// What the source needs besides its instance.
 pub struct SourceContext {
     /// Entity filter.

@@ -1,0 +1,217 @@
+//! Several instances in one process, isolated (the binary, against the simulator): an instance
+//! whose token is refused stops alone, once, says so in `/health` and the metrics, and starts
+//! again when its token file changes; the others store every change meanwhile.
+
+mod process;
+mod sinks;
+
+use std::path::Path;
+use std::time::Duration;
+
+use ha_sim::{Sim, SimConfig};
+use process::{free_port, metric, recorded, spawn_ingestor, until};
+use serde_json::json;
+use sinks::reqwest_client;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn health(port: u16) -> (u16, serde_json::Value) {
+    let r = reqwest_client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// (entity_id, last_updated in µs, state) of `instance`'s stored `sensor.fleet_*` rows, sorted.
+fn stored(db: &Path, instance: &str) -> Vec<(String, i64, String)> {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(
+        "SELECT e.entity_id, s.last_updated_us, s.state FROM states s \
+         JOIN entities e ON e.id = s.entity \
+         WHERE e.instance = ?1 AND e.entity_id LIKE 'sensor.fleet_%'",
+    ) else {
+        return Vec::new();
+    };
+    let mut rows: Vec<_> = stmt
+        .query_map([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A config with instances `good` and `bad` (a wrong token), both on `sim`.
+fn config(dir: &Path, sim: &Sim, metrics: u16, extra: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("good-token"), &sim.config().admin_token).unwrap();
+    std::fs::write(dir.join("bad-token"), "not-a-token").unwrap();
+    let path = dir.join("fleet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+db = "{db}"
+metrics_addr = "127.0.0.1:{metrics}"
+{extra}
+[[instance]]
+name = "good"
+url = "{url}"
+token_file = "{good}"
+[[instance]]
+name = "bad"
+url = "{url}"
+token_file = "{bad}"
+[filter.include]
+entity_globs = ["sensor.fleet_*"]
+[store]
+flush_interval_ms = 50
+"#,
+            db = dir.join("fleet.db").display(),
+            url = sim.url(),
+            good = dir.join("good-token").display(),
+            bad = dir.join("bad-token").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_stops_its_instance_only_until_its_file_changes() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = config(dir.path(), &sim, metrics, "");
+    let log = dir.path().join("fleet.log");
+    let mut ingestor = spawn_ingestor(&config, &log);
+    let db = dir.path().join("fleet.db");
+
+    until(
+        "/health names the failed instance",
+        &log,
+        WAIT,
+        async || {
+            let Ok(r) = reqwest_client()
+                .get(format!("http://127.0.0.1:{metrics}/health"))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            body["instances"]["bad"]["failed"]["error"].is_string()
+                && body["instances"]["good"]["connected"] == true
+        },
+    )
+    .await;
+    let (status, body) = health(metrics).await;
+    assert_eq!(
+        status, 200,
+        "ready with one instance of two (ready_when any): {body}"
+    );
+    assert_eq!(body["status"], "degraded", "{body}");
+    let error = body["instances"]["bad"]["failed"]["error"]
+        .as_str()
+        .unwrap();
+    assert!(error.contains("bad"), "{error}");
+    assert!(
+        body["instances"]["bad"]["failed"]["since"].is_string(),
+        "{body}"
+    );
+
+    // The good instance stores every change.
+    let since_us = jiff::Timestamp::now().as_microsecond();
+    for i in 0..40 {
+        sim.set_state(
+            &format!("sensor.fleet_{}", i % 4),
+            &i.to_string(),
+            json!({"i": i}),
+        );
+    }
+    let entities = [
+        "sensor.fleet_0",
+        "sensor.fleet_1",
+        "sensor.fleet_2",
+        "sensor.fleet_3",
+    ];
+    let want = recorded(&sim.url(), &sim.config().admin_token, &entities, since_us).await;
+    assert_eq!(want.len(), 40);
+    until("the good instance's rows", &log, WAIT, async || {
+        stored(&db, "good") == want
+    })
+    .await;
+    assert!(stored(&db, "bad").is_empty());
+    assert!(
+        ingestor.child.try_wait().unwrap().is_none(),
+        "the process runs on"
+    );
+    assert_eq!(
+        metric(metrics, r#"ha_ingestor_instance_up{instance="bad"}"#).await,
+        0.0
+    );
+    assert_eq!(
+        metric(metrics, r#"ha_ingestor_instance_up{instance="good"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        sim.stats().auth_invalid,
+        1,
+        "the refused token was tried once"
+    );
+
+    // A new token in its file: the instance starts again and its changes arrive too.
+    std::fs::write(dir.path().join("bad-token"), &sim.config().admin_token).unwrap();
+    until("the instance is back", &log, WAIT, async || {
+        let (_, body) = health(metrics).await;
+        body["instances"]["bad"]["connected"] == true
+            && body["instances"]["bad"]["failed"].is_null()
+    })
+    .await;
+    let since_us = jiff::Timestamp::now().as_microsecond();
+    for i in 0..20 {
+        sim.set_state("sensor.fleet_again", &i.to_string(), json!({}));
+    }
+    let want = recorded(
+        &sim.url(),
+        &sim.config().admin_token,
+        &["sensor.fleet_again"],
+        since_us,
+    )
+    .await;
+    until("the restarted instance's rows", &log, WAIT, async || {
+        stored(&db, "bad")
+            .into_iter()
+            .filter(|r| r.0 == "sensor.fleet_again" && r.1 >= since_us)
+            .collect::<Vec<_>>()
+            == want
+    })
+    .await;
+    assert_eq!(health(metrics).await.1["status"], "ok");
+    let _ = ingestor.child.kill();
+    let _ = ingestor.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_on_instance_failure_keeps_the_single_instance_behaviour() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = config(dir.path(), &sim, metrics, "exit_on_instance_failure = true");
+    let log = dir.path().join("fleet.log");
+    let mut ingestor = spawn_ingestor(&config, &log);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = ingestor.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "it did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(3), "{}", process::log_tail(&log));
+}
