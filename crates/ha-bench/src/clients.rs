@@ -6,7 +6,11 @@
 //! server. Each variant is measured `runs` times, the variants interleaved (load from elsewhere on
 //! the machine then hits all alike), on a fresh simulator and connection each time; a row is the
 //! median. CPU per event is the client's (the server thread's time is subtracted); the peak RSS is
-//! the process's, simulator included.
+//! the process's, simulator included. When the server, not the client, sets the pace (a loaded
+//! machine), the CPU per event is the figure that compares the clients.
+//!
+//! `HA_BENCH_CLIENTS=bare-borrowed,lib-borrowed` (the short names below) runs only those, e.g.
+//! under a profiler.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,17 +38,30 @@ enum Variant {
     BareOwned,
     LibOwned,
     LibHaEvent,
+    BlockingBorrowed,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant::BareBorrowed,
     Variant::LibBorrowed,
+    Variant::BlockingBorrowed,
     Variant::BareOwned,
     Variant::LibOwned,
     Variant::LibHaEvent,
 ];
 
 impl Variant {
+    fn short(self) -> &'static str {
+        match self {
+            Variant::BareBorrowed => "bare-borrowed",
+            Variant::LibBorrowed => "lib-borrowed",
+            Variant::BlockingBorrowed => "blocking-borrowed",
+            Variant::BareOwned => "bare-owned",
+            Variant::LibOwned => "lib-owned",
+            Variant::LibHaEvent => "lib-haevent",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Variant::BareBorrowed => "f bare tokio-tungstenite + serde, StateChangedRef (borrowed)",
@@ -52,6 +69,9 @@ impl Variant {
             Variant::BareOwned => "f bare tokio-tungstenite + serde, StateChangedEvent (owned)",
             Variant::LibOwned => "f ha_client, event.parse::<StateChangedEvent>() (owned)",
             Variant::LibHaEvent => "f ha_client, HaEvent then StateChangedData (old default)",
+            Variant::BlockingBorrowed => {
+                "f ha_client::blocking, iterator, event.state_changed() (borrowed)"
+            }
         }
     }
 }
@@ -100,9 +120,14 @@ pub fn run(timing: Timing) -> Result<Vec<Row>, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let mut samples: Vec<Vec<Row>> = vec![Vec::new(); VARIANTS.len()];
+    let only = std::env::var("HA_BENCH_CLIENTS").unwrap_or_default();
+    let variants: Vec<Variant> = VARIANTS
+        .into_iter()
+        .filter(|v| only.is_empty() || only.split(',').any(|o| o.trim() == v.short()))
+        .collect();
+    let mut samples: Vec<Vec<Row>> = vec![Vec::new(); variants.len()];
     for _ in 0..timing.runs.max(1) {
-        for (i, v) in VARIANTS.iter().enumerate() {
+        for (i, v) in variants.iter().enumerate() {
             let s = rt.block_on(measure_one(*v, timing, &server, server_tid))?;
             samples[i].push(s);
         }
@@ -113,7 +138,7 @@ pub fn run(timing: Timing) -> Result<Vec<Row>, String> {
         (Some(s), Some(c)) => format!("server on cpu {s}, client on cpu {c}"),
         _ => "not pinned (one cpu)".to_string(),
     };
-    Ok(VARIANTS
+    Ok(variants
         .iter()
         .zip(samples)
         .map(|(v, s)| median_row(v.name(), s, &pinning))
@@ -165,6 +190,18 @@ async fn measure_one(
     let url = sim.url();
     let token = sim.config().admin_token.clone();
     let t = tally.clone();
+    if v == Variant::BlockingBorrowed {
+        let (client_tx, client_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || blocking(&url, &token, &t, ready_tx, client_tx));
+        let stop = client_rx.await.ok();
+        let result = run_firehose(v, timing, server_tid, &sim, &tally, ready_rx).await;
+        if let Some(ws) = stop {
+            ws.close();
+        }
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let _ = server.handle.spawn(sim.shutdown()).await;
+        return result;
+    }
     let client = tokio::spawn(async move {
         match v {
             Variant::BareBorrowed => bare(&url, &token, &t, ready_tx, frame_borrowed).await,
@@ -199,8 +236,25 @@ async fn measure_one(
                 })
                 .await
             }
+            Variant::BlockingBorrowed => Err("runs on a thread (above)".into()),
         }
     });
+    let result = run_firehose(v, timing, server_tid, &sim, &tally, ready_rx).await;
+    client.abort();
+    let _ = client.await;
+    let _ = server.handle.spawn(sim.shutdown()).await;
+    result
+}
+
+/// Once the client is subscribed: the firehose, the warm-up, the measured window, the drain.
+async fn run_firehose(
+    v: Variant,
+    timing: Timing,
+    server_tid: i32,
+    sim: &Sim,
+    tally: &Tally,
+    ready_rx: tokio::sync::oneshot::Receiver<()>,
+) -> Result<Row, String> {
     ready_rx
         .await
         .map_err(|_| format!("{}: the client did not subscribe", v.name()))?;
@@ -224,9 +278,6 @@ async fn measure_one(
     let secs = t0.elapsed().as_secs_f64();
     let (events, rss_kib, lag) = (n1 - n0, peak_rss_kib("self"), lock(&tally.lag).summary_ms());
     let (sent, got) = drain(std::slice::from_ref(&handle), count).await;
-    client.abort();
-    let _ = client.await;
-    let _ = server.handle.spawn(sim.shutdown()).await;
     let bad = tally.bad.load(Ordering::Acquire);
     let ok = sent == got && bad == 0;
     let check = if ok {
@@ -366,6 +417,40 @@ async fn library(
         match parse(&event) {
             Some(fired) => tally.sample_lag(&mut seen, || fired),
             None => {
+                tally.bad.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        tally.add(1);
+    }
+    Ok(())
+}
+
+/// The blocking client on a thread of its own: its subscription as an iterator, each event parsed
+/// borrowed. `client` gets a clone of the client, to close it when the measurement is done.
+fn blocking(
+    url: &str,
+    token: &str,
+    tally: &Tally,
+    ready: tokio::sync::oneshot::Sender<()>,
+    client: tokio::sync::oneshot::Sender<ha_client::blocking::WsClient>,
+) -> Result<(), String> {
+    let ws = ha_client::blocking::WsClient::builder(url)
+        .token_source(StaticToken::new(token))
+        .connect()
+        .map_err(|e| e.to_string())?;
+    let events = ws
+        .subscribe_events(Some("state_changed"))
+        .map_err(|e| e.to_string())?;
+    let _ = client.send(ws.clone());
+    let _ = ready.send(());
+    let mut seen = 0u64;
+    for event in events {
+        match event.state_changed() {
+            Ok(e) => {
+                std::hint::black_box(&e);
+                tally.sample_lag(&mut seen, || e.time_fired_us());
+            }
+            Err(_) => {
                 tally.bad.fetch_add(1, Ordering::AcqRel);
             }
         }

@@ -365,15 +365,20 @@ fn print_targets(rows: &[Row]) {
     }
     let rate = |p: &str| find(p).map(|r| r.events_per_sec);
     let ratio = |what: &str, lib: &str, bare: &str, target: f64| {
-        if let (Some(l), Some(b)) = (rate(lib), rate(bare)) {
-            let r = l / b.max(1e-9);
+        if let (Some(l), Some(b)) = (find(lib), find(bare)) {
+            let r = l.events_per_sec / b.events_per_sec.max(1e-9);
+            // Events per CPU second: what the client costs, whoever sets the pace.
+            let per_cpu = b.cpu_s_per_m / l.cpu_s_per_m.max(1e-9);
             println!(
-                "  {what} >= {:.0} % of the bare parse: {} ({:.0} %: {} vs {})",
+                "  {what} >= {:.0} % of the bare parse: {} ({:.0} %: {} vs {}; per CPU second {:.0} %: {:.2} vs {:.2} µs/event)",
                 target * 100.0,
                 verdict(r >= target),
                 r * 100.0,
-                fmt_rate(l),
-                fmt_rate(b)
+                fmt_rate(l.events_per_sec),
+                fmt_rate(b.events_per_sec),
+                per_cpu * 100.0,
+                l.cpu_s_per_m,
+                b.cpu_s_per_m,
             );
         }
     };
