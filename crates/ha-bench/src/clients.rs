@@ -299,53 +299,66 @@ async fn run_firehose(
     })
 }
 
-/// A frame's events, one pass: `[{"event": {...}, ...}, ...]` or one such object.
-enum Frame<T> {
-    Many(Vec<Envelope<T>>),
-    One(Envelope<T>),
-}
-
 #[derive(Deserialize)]
 struct Envelope<T> {
     event: T,
 }
 
-impl<T> Frame<T> {
-    fn events(&self) -> &[Envelope<T>] {
-        match self {
-            Frame::Many(v) => v,
-            Frame::One(e) => std::slice::from_ref(e),
+/// A frame's events (`[{"event": {...}, ...}, ...]` or one such object), one pass, each handed to
+/// `f` as soon as it is parsed and dropped after, as the library's stream does (a `Vec` of a
+/// frame's events would hold them all at once).
+struct EachEvent<'f, T, F> {
+    f: &'f mut F,
+    count: u64,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T: Deserialize<'de>, F: FnMut(&T)> serde::de::Visitor<'de> for &mut EachEvent<'_, T, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of event messages")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(e) = seq.next_element::<Envelope<T>>()? {
+            (self.f)(&e.event);
+            self.count += 1;
         }
+        Ok(())
+    }
+}
+
+fn each_event<'de, T: Deserialize<'de>>(text: &'de str, mut f: impl FnMut(&T)) -> Option<u64> {
+    if text.starts_with('[') {
+        let mut each = EachEvent {
+            f: &mut f,
+            count: 0,
+            _t: std::marker::PhantomData,
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::Deserializer::deserialize_seq(&mut de, &mut each).ok()?;
+        de.end().ok()?;
+        Some(each.count)
+    } else {
+        let e: Envelope<T> = serde_json::from_str(text).ok()?;
+        f(&e.event);
+        Some(1)
     }
 }
 
 /// The bare client's parse of a frame into borrowed events; the number of events, or `None`.
 fn frame_borrowed(text: &str, tally: &Tally, seen: &mut u64) -> Option<u64> {
-    let frame: Frame<StateChangedRef<'_>> = parse_frame(text)?;
-    for e in frame.events() {
-        tally.sample_lag(seen, || e.event.time_fired_us());
-    }
-    std::hint::black_box(&frame);
-    Some(frame.events().len() as u64)
+    each_event(text, |e: &StateChangedRef<'_>| {
+        tally.sample_lag(seen, || e.time_fired_us());
+        std::hint::black_box(e);
+    })
 }
 
 /// The same into owned events.
 fn frame_owned(text: &str, tally: &Tally, seen: &mut u64) -> Option<u64> {
-    let frame: Frame<StateChangedEvent> = parse_frame(text)?;
-    for e in frame.events() {
-        tally.sample_lag(seen, || e.event.time_fired_us());
-    }
-    std::hint::black_box(&frame);
-    Some(frame.events().len() as u64)
-}
-
-/// Without serde's `untagged` (which buffers): the first byte says which it is.
-fn parse_frame<'a, T: Deserialize<'a>>(text: &'a str) -> Option<Frame<T>> {
-    if text.starts_with('[') {
-        serde_json::from_str(text).ok().map(Frame::Many)
-    } else {
-        serde_json::from_str(text).ok().map(Frame::One)
-    }
+    each_event(text, |e: &StateChangedEvent| {
+        tally.sample_lag(seen, || e.time_fired_us());
+        std::hint::black_box(e);
+    })
 }
 
 /// A client by hand on tokio-tungstenite: connect, authenticate, opt in to coalescing, subscribe,

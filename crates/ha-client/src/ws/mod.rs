@@ -7,7 +7,7 @@
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use ha_client::auth::StaticToken;
-//! use ha_client::ws::{StateChangedData, WsClient};
+//! use ha_client::ws::{StateChangedEvent, WsClient};
 //! # async fn run() -> Result<(), ha_client::Error> {
 //! let ws = WsClient::builder("http://homeassistant.local:8123")
 //!     .token_source(StaticToken::new(std::env::var("HA_TOKEN").unwrap()))
@@ -16,12 +16,22 @@
 //! println!("HA {}", ws.ha_version().unwrap_or_default());
 //! let mut events = ws.subscribe_events(Some("state_changed")).await?;
 //! while let Some(event) = events.next().await {
-//!     let e: ha_client::ws::HaEvent = event.parse().unwrap();
-//!     let data: StateChangedData = serde_json::from_value(e.data).unwrap();
-//!     println!("{} -> {:?}", data.entity_id, data.new_state.map(|s| s.state));
+//!     // The fast path: borrowed from the frame, attributes left as JSON until asked for.
+//!     let e = event.state_changed().unwrap();
+//!     if let Some(new) = &e.new_state {
+//!         println!("{} -> {} at {:?} µs", e.entity_id, new.state, new.last_updated_us());
+//!     }
+//!     // Or owned, everything parsed (attributes into a map):
+//!     let owned: StateChangedEvent = event.parse().unwrap();
+//!     # let _ = owned;
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Typed events are parsed straight from the event's JSON: [`StateChangedRef`] (borrowed: the
+//! fast path), [`StateChangedEvent`] (owned), [`HaEvent`] for any event type. The connection task
+//! does not parse events: it finds them in the frame by their braces and hands each subscription
+//! the frame's events at once; the one parse is yours.
 //!
 //! What it guarantees:
 //! - `auth_invalid` is final: the client stops and every call returns [`Error::AuthInvalid`]; it

@@ -123,7 +123,10 @@ pub struct HaEvent {
     pub context: Option<Context>,
 }
 
-/// The data of a `state_changed` event.
+/// The data of a `state_changed` event, from [`HaEvent::data`]. Parsing the event as
+/// [`StateChangedEvent`](super::StateChangedEvent) (owned) or
+/// [`StateChangedRef`](super::StateChangedRef) (borrowed) does it in one pass, without
+/// `serde_json::Value`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StateChangedData {
     /// The entity.
