@@ -10,10 +10,11 @@ use std::sync::{Arc, LazyLock};
 
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
+use ha_client::ws::StateChangedRef;
 use ha_ingestor::filter::{
     AttributeRules, AttributesConfig, EntityFilter, FilterConfig, FilterSet,
 };
-use ha_ingestor::record::{Record, StateChangedEvent, StateRow};
+use ha_ingestor::record::{Record, StateRow};
 use ha_ingestor::sink::JournalRow;
 use ha_ingestor::sink::TimeColumn;
 use ha_ingestor::sink::influx::HaEncoder;
@@ -68,13 +69,13 @@ fn set(domains: &[&str], entities: &[&str], globs: &[&str]) -> FilterSet {
     }
 }
 
-/// frame → event: the borrowed parse of `record::StateChangedEvent`.
+/// frame → event: the borrowed parse of `ha_client::ws::StateChangedRef`.
 #[divan::bench]
 fn decode_state_changed(b: Bencher) {
     let events = &*EVENTS;
     b.counter(ItemsCount::new(events.len())).bench(|| {
         for e in events {
-            let ev: StateChangedEvent<'_> = serde_json::from_str(black_box(e)).unwrap();
+            let ev: StateChangedRef<'_> = serde_json::from_str(black_box(e)).unwrap();
             black_box(&ev);
         }
     });

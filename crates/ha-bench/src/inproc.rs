@@ -9,20 +9,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use ha_client::Secret;
 use ha_client::auth::StaticToken;
 use ha_client::ws::WsClient;
 use ha_ingestor::config::InstanceConfig;
 use ha_ingestor::filter::{AttributeRules, AttributesConfig, EntityFilter, FilterConfig};
 use ha_ingestor::health::Health;
-use ha_ingestor::record::{Record, StateChangedEvent, parse_time_us};
+use ha_ingestor::record::{Record, parse_time_us};
 use ha_ingestor::source::{SourceContext, run_source};
 use ha_ingestor::store::{CommitHook, WriteOutcome, WriterConfig, spawn_writer};
 use ha_sim::{FirehoseOptions, FirehoseTemplates, GeneratorHandle, Sim, SimConfig};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::measure::{Hist, now_us, peak_rss_kib, reset_peak_rss, self_cpu_seconds};
 use crate::{Row, Timing};
@@ -38,7 +37,7 @@ pub const WINDOW: u64 = 16_384;
 /// The entity the harness sets to see that a subscription is live.
 const PROBE: &str = "sensor.bench_probe";
 
-pub fn templates() -> Arc<FirehoseTemplates> {
+pub(crate) fn templates() -> Arc<FirehoseTemplates> {
     FirehoseTemplates::build(&SimConfig::default().entities, SEED, STEPS)
 }
 
@@ -46,12 +45,16 @@ pub fn average_event_bytes() -> usize {
     templates().average_event_bytes()
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs one scenario in this process.
 pub fn run_child(id: &str, timing: Timing) -> Result<Vec<Row>, String> {
+    if id == "f" {
+        // Its own threads and runtimes, pinned to cores.
+        return crate::clients::run(timing);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +96,6 @@ pub fn run_child(id: &str, timing: Timing) -> Result<Vec<Row>, String> {
             )
             .await),
             "e" => entities_vs_events(timing).await,
-            "f" => one(ceiling(timing).await),
             "g" => one(pipeline(
                 Spec::new(
                     "g 100 instances x 100/s, SQLite",
@@ -284,7 +286,7 @@ async fn measure(timing: Timing, count: impl Fn() -> u64, lag: &Mutex<Hist>) -> 
 }
 
 /// Stops the firehoses and waits until `count` reaches what they sent (or stops moving for 3 s).
-async fn drain(handles: &[GeneratorHandle], count: impl Fn() -> u64) -> (u64, u64) {
+pub(crate) async fn drain(handles: &[GeneratorHandle], count: impl Fn() -> u64) -> (u64, u64) {
     for h in handles {
         h.stop();
     }
@@ -495,14 +497,14 @@ async fn entities_vs_events(timing: Timing) -> Result<Vec<Row>, String> {
                 _ = &mut stop_rx => None,
             };
             let Some(ev) = ev else { break };
-            let e: StateChangedEvent<'_> = match serde_json::from_str(ev.raw()) {
+            let e = match ev.state_changed() {
                 Ok(e) => e,
                 Err(e) => return Err(format!("undecodable event: {e}")),
             };
             if let Some(fired) = e.time_fired.and_then(parse_time_us) {
                 lock(&cc.lag).record(now_us() - fired);
             }
-            let id = e.data.entity_id;
+            let id = e.entity_id;
             match last.get_mut(id) {
                 Some(slot) => {
                     slot.0 += 1;
@@ -516,9 +518,8 @@ async fn entities_vs_events(timing: Timing) -> Result<Vec<Row>, String> {
         }
         let mut tally = Tally::new();
         for (id, (n, ev)) in last {
-            let e: StateChangedEvent<'_> =
-                serde_json::from_str(ev.raw()).map_err(|e| e.to_string())?;
-            let s = e.data.new_state.ok_or("no new_state")?;
+            let e = ev.state_changed().map_err(|e| e.to_string())?;
+            let s = e.new_state.ok_or("no new_state")?;
             let attrs: Value = s
                 .attributes
                 .map(|a| serde_json::from_str(a.get()))
@@ -682,121 +683,4 @@ async fn entities_vs_events(timing: Timing) -> Result<Vec<Row>, String> {
         check,
     });
     Ok(rows)
-}
-
-async fn next_text<S>(ws: &mut S) -> Result<String, String>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.to_string()),
-            None => return Err("the connection closed".into()),
-        }
-    }
-}
-
-/// (f): the ceiling. A minimal client on tokio-tungstenite: it reads frames and parses each event
-/// into `record::StateChangedEvent` (borrowed), nothing else.
-async fn ceiling(timing: Timing) -> Result<Row, String> {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        event: StateChangedEvent<'a>,
-    }
-    let templates = templates();
-    let sim = Sim::start(SimConfig::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(sim.ws_url())
-        .await
-        .map_err(|e| e.to_string())?;
-    let token = sim.config().admin_token.clone();
-    let send = |v: Value| Message::Text(v.to_string().into());
-    next_text(&mut ws).await?; // auth_required
-    ws.send(send(
-        serde_json::json!({"type": "auth", "access_token": token}),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    next_text(&mut ws).await?; // auth_ok
-    ws.send(send(serde_json::json!({"id": 1, "type": "supported_features", "features": {"coalesce_messages": 1}})))
-        .await
-        .map_err(|e| e.to_string())?;
-    next_text(&mut ws).await?;
-    ws.send(send(
-        serde_json::json!({"id": 2, "type": "subscribe_events", "event_type": "state_changed"}),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    next_text(&mut ws).await?;
-
-    let c = Counters::new(true);
-    c.credit.store(WINDOW, Ordering::Release);
-    let cc = c.clone();
-    let reader = tokio::spawn(async move {
-        let mut bad = 0u64;
-        while let Some(Ok(m)) = ws.next().await {
-            let Message::Text(t) = m else { continue };
-            let text = t.as_str();
-            let mut lag = lock(&cc.lag);
-            let now = now_us();
-            let mut record = |e: &StateChangedEvent<'_>| {
-                if let Some(fired) = e.time_fired.and_then(parse_time_us) {
-                    lag.record(now - fired);
-                }
-            };
-            let n = if text.starts_with('[') {
-                match serde_json::from_str::<Vec<Envelope<'_>>>(text) {
-                    Ok(v) => {
-                        v.iter().for_each(|e| record(&e.event));
-                        v.len() as u64
-                    }
-                    Err(_) => {
-                        bad += 1;
-                        0
-                    }
-                }
-            } else {
-                match serde_json::from_str::<Envelope<'_>>(text) {
-                    Ok(e) => {
-                        record(&e.event);
-                        1
-                    }
-                    Err(_) => {
-                        bad += 1;
-                        0
-                    }
-                }
-            };
-            drop(lag);
-            cc.processed(n);
-        }
-        bad
-    });
-    let handle = sim.start_firehose(
-        templates,
-        FirehoseOptions {
-            rate: None,
-            count: None,
-            credit: Some(c.credit.clone()),
-        },
-    );
-    let count = || c.processed.load(Ordering::Acquire);
-    let w = measure(timing, count, &c.lag).await;
-    let (sent, got) = drain(std::slice::from_ref(&handle), count).await;
-    sim.shutdown().await;
-    let bad = tokio::time::timeout(Duration::from_secs(5), reader)
-        .await
-        .map_err(|_| "the reader did not end")?
-        .map_err(|e| e.to_string())?;
-    let ok = sent == got && bad == 0;
-    let check = if ok {
-        format!("ok: {sent} sent = {got} parsed")
-    } else {
-        format!("LOST: {sent} sent, {got} parsed, {bad} undecodable frames")
-    };
-    Ok(w.row("f ceiling: read frames + parse only", ok, check))
 }

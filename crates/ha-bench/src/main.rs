@@ -8,6 +8,7 @@
 //! whole-process scenarios run the real `ha-ingestor run` against an `ha-sim` process and measure
 //! the ingestor from /proc.
 
+mod clients;
 mod inproc;
 mod measure;
 mod whole;
@@ -24,8 +25,10 @@ use serde::{Deserialize, Serialize};
 ///
 /// Scenarios: a) max throughput, null sink; b) max throughput, SQLite; c) lag at 1k events/s with
 /// default flush settings; d) RSS at 10k events/s into SQLite; e) subscribe_entities vs
-/// subscribe_events (throughput, and no change merged or lost); f) the ceiling: a minimal client
-/// that only reads frames and parses events; g) 100 simulated HA instances at 100 events/s each.
+/// subscribe_events (throughput, and no change merged or lost); f) client speed: a bare
+/// tokio-tungstenite + serde client next to the library's borrowed and owned typed events, server
+/// and client pinned to separate cores, each measured --runs times (median); g) 100 simulated HA
+/// instances at 100 events/s each.
 /// Rows marked `proc` run the real `ha-ingestor run` binary against an `ha-sim` process.
 #[derive(Parser, Debug)]
 #[command(name = "ha-bench", version)]
@@ -37,6 +40,9 @@ struct Args {
     /// Seconds measured per scenario (after a warm-up) [default: 10, or 1.2 with --short].
     #[arg(long)]
     secs: Option<f64>,
+    /// Scenario f: measurements per client variant (interleaved); its rows are the medians.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
     /// In-process scenarios, whole-process scenarios, or both.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
@@ -93,6 +99,8 @@ pub struct Timing {
     pub warmup: Duration,
     pub window: Duration,
     pub short: bool,
+    /// Scenario f's measurements per variant.
+    pub runs: usize,
 }
 
 const IN_PROCESS: &[&str] = &["a", "b", "c", "c50", "d", "e", "f", "g"];
@@ -106,6 +114,7 @@ fn main() -> ExitCode {
         warmup,
         window,
         short: args.short,
+        runs: if args.short { 1 } else { args.runs.max(1) },
     };
     if let Some(id) = &args.child {
         return match inproc::run_child(id, timing) {
@@ -209,6 +218,8 @@ fn run_child_process(id: &str, args: &Args, timing: Timing) -> Result<Vec<Row>, 
         .arg(timing.window.as_secs_f64().to_string())
         .arg("--warmup")
         .arg(args.warmup.to_string())
+        .arg("--runs")
+        .arg(timing.runs.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if args.short {
@@ -351,6 +362,46 @@ fn print_targets(rows: &[Row]) {
                 fmt_ms(l[1], r.lag_from_buckets)
             );
         }
+    }
+    let rate = |p: &str| find(p).map(|r| r.events_per_sec);
+    let ratio = |what: &str, lib: &str, bare: &str, target: f64| {
+        if let (Some(l), Some(b)) = (find(lib), find(bare)) {
+            let r = l.events_per_sec / b.events_per_sec.max(1e-9);
+            // Events per CPU second: what the client costs, whoever sets the pace.
+            let per_cpu = b.cpu_s_per_m / l.cpu_s_per_m.max(1e-9);
+            println!(
+                "  {what} >= {:.0} % of the bare parse: {} ({:.0} %: {} vs {}; per CPU second {:.0} %: {:.2} vs {:.2} µs/event)",
+                target * 100.0,
+                verdict(r >= target),
+                r * 100.0,
+                fmt_rate(l.events_per_sec),
+                fmt_rate(b.events_per_sec),
+                per_cpu * 100.0,
+                l.cpu_s_per_m,
+                b.cpu_s_per_m,
+            );
+        }
+    };
+    ratio(
+        "client, borrowed typed events",
+        "f ha_client, event.state_changed()",
+        "f bare tokio-tungstenite + serde, StateChangedRef",
+        0.85,
+    );
+    ratio(
+        "client, owned typed events",
+        "f ha_client, event.parse::<StateChangedEvent>()",
+        "f bare tokio-tungstenite + serde, StateChangedEvent",
+        0.90,
+    );
+    if let (Some(o), Some(h)) = (
+        rate("f ha_client, event.parse::<StateChangedEvent>()"),
+        rate("f ha_client, HaEvent"),
+    ) {
+        println!(
+            "  (owned typed events vs HaEvent then StateChangedData: {:.2}x)",
+            o / h.max(1e-9)
+        );
     }
     if let Some(r) = find("d proc") {
         println!(

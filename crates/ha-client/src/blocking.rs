@@ -1,4 +1,5 @@
-//! The blocking flavour: the same API for code that does not run an async runtime.
+//! The blocking flavour: the same API for code that does not run an async runtime (HTTP, OAuth,
+//! and the WebSocket client [`WsClient`], whose subscriptions are iterators).
 //!
 //! As in reqwest, the async implementation does the work; the calls here run it on a small
 //! process-wide runtime (one worker thread) and wait. Calling them from inside an async runtime is
@@ -36,6 +37,10 @@ use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
+
+mod ws;
+
+pub use ws::{Subscription, WsClient, WsClientBuilder};
 
 use crate::auth::{self, AuthProvider, Credentials, LoginHandler, MfaCallback, OAuthTokens};
 use crate::retry::RetryPolicy;

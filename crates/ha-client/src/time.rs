@@ -8,6 +8,8 @@
 //! a quarter-microsecond of precision at today's dates and rounds ties away from zero, and it
 //! misses by one microsecond for about one float in six. A row read back from history then differs
 //! from the live row of the same change, and a store keyed on the time keeps both.
+//!
+//! [`micros_from_iso`] reads the ISO strings; both give the same microsecond for the same change.
 
 /// Microseconds since the Unix epoch of HA's float epoch `seconds`, rounded as Python's
 /// `datetime.fromtimestamp` rounds them, so the result is the microsecond of the ISO string HA
@@ -48,9 +50,69 @@ impl<'de> serde::Deserialize<'de> for Seconds {
     }
 }
 
+/// Microseconds since the Unix epoch of an ISO 8601 time with an offset, as HA writes them in live
+/// events and REST answers (`2026-11-22T11:05:59.395949+00:00`). `None` if it is not such a time.
+///
+/// ```
+/// use ha_client::time::micros_from_iso;
+/// assert_eq!(micros_from_iso("2026-11-28T13:22:46.522226+00:00"), Some(1_795_872_166_522_226));
+/// assert_eq!(micros_from_iso("yesterday"), None);
+/// ```
+pub fn micros_from_iso(s: &str) -> Option<i64> {
+    if let Some(us) = micros_from_utc_isoformat(s) {
+        return Some(us);
+    }
+    let ts: jiff::Timestamp = s.parse().ok()?;
+    Some(ts.as_microsecond())
+}
+
+/// The shape HA always sends, Python's `isoformat()` in UTC (`YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`),
+/// without the general parser (three times per `state_changed` event: this is on the hot path).
+/// `None` for anything else, which the general parser then decides.
+fn micros_from_utc_isoformat(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if !(b.len() == 25 || (b.len() == 32 && b[19] == b'.'))
+        || !s.ends_with("+00:00")
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |v, c| {
+            c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let frac = if b.len() == 32 { num(20, 26)? } else { 0 };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match mo {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    // Years at the ends of the general parser's range are left to it.
+    if !(1..=9998).contains(&y) || d < 1 || d > month_days || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000 + frac)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::micros_from_seconds;
+    use super::{micros_from_iso, micros_from_seconds, micros_from_utc_isoformat};
 
     #[test]
     fn seconds_parse_exactly_from_the_number_text() {
@@ -76,5 +138,61 @@ mod tests {
         assert_eq!(micros_from_seconds(0.0), 0);
         assert_eq!(micros_from_seconds(f64::NAN), 0);
         assert_eq!(micros_from_seconds(1e300), i64::MAX);
+    }
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(
+            micros_from_iso("1970-01-01T00:00:01.000002+00:00"),
+            Some(1_000_002)
+        );
+        assert_eq!(
+            micros_from_iso("2026-11-22T11:05:59.395949+00:00"),
+            Some(1_795_345_559_395_949)
+        );
+        assert_eq!(
+            micros_from_iso("2026-11-22T12:05:59.395949+01:00"),
+            Some(1_795_345_559_395_949)
+        );
+        assert_eq!(micros_from_iso("yesterday"), None);
+    }
+
+    #[test]
+    fn fast_iso_path_agrees_with_the_general_parser() {
+        let general = |s: &str| {
+            s.parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_microsecond())
+        };
+        let mut checked = 0;
+        for y in [1, 1969, 1970, 2000, 2024, 2026, 2100, 9999] {
+            for mo in 0..=13 {
+                for d in [0, 1, 15, 28, 29, 30, 31, 32] {
+                    for (h, mi, sec) in
+                        [(0, 0, 0), (23, 59, 59), (12, 5, 7), (24, 0, 0), (1, 60, 0)]
+                    {
+                        for frac in ["", ".000000", ".395949", ".999999"] {
+                            let s = format!(
+                                "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}{frac}+00:00"
+                            );
+                            assert_eq!(micros_from_iso(&s), general(&s), "{s}");
+                            checked += usize::from(micros_from_utc_isoformat(&s).is_some());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "the fast path was used ({checked})");
+        // Other shapes go to the general parser.
+        for s in [
+            "2026-11-22T11:05:59.3959+00:00",
+            "2026-11-22T11:05:59Z",
+            "2026-11-22 11:05:59+00:00",
+            "2026-11-22T11:05:59.395949-00:00",
+            "+2026-11-22T11:05:59+00:00",
+        ] {
+            assert_eq!(micros_from_utc_isoformat(s), None, "{s}");
+            assert_eq!(micros_from_iso(s), general(s), "{s}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::config::{InstanceConfig, Subscribe};
 use crate::credentials::{tls_options, token_source};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::health::Health;
-use crate::record::{EventRow, Record, StateChangedEvent, StateRow, numeric_value, parse_time_us};
+use crate::record::{EventRow, Record, StateChangedRef, StateRow, numeric_value, parse_time_us};
 
 /// Why a source stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -284,25 +284,25 @@ pub fn convert(
         event_type: &'a str,
     }
     // One pass over the JSON for the common case: a `state_changed` event parses straight into the
-    // borrowed type. Only when that fails or the type differs is the event type read on its own
-    // (a separate pre-parse of the type would scan every event twice).
-    let e = match serde_json::from_str::<StateChangedEvent<'_>>(raw) {
-        Ok(e) if e.event_type == "state_changed" => e,
-        parsed => {
+    // borrowed type. Only when that fails is the event type read on its own (a separate pre-parse
+    // of the type would scan every event twice).
+    let e = match serde_json::from_str::<StateChangedRef<'_>>(raw) {
+        Ok(e) => e,
+        Err(parse_error) => {
             let head: Head<'_> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
             if head.event_type != "state_changed" {
                 return other_event(instance, raw).map(Some);
             }
-            return Err(parsed.err().map_or_else(String::new, |e| e.to_string()));
+            return Err(parse_error.to_string());
         }
     };
-    if !filter.allows(e.data.entity_id) {
+    if !filter.allows(e.entity_id) {
         return Ok(None);
     }
-    let Some(s) = e.data.new_state else {
+    let Some(s) = e.new_state else {
         return Ok(None); // the entity was removed; there is no state to store
     };
-    let policy = attributes.for_entity(e.data.entity_id);
+    let policy = attributes.for_entity(e.entity_id);
     let attrs_text = match s.attributes {
         None => "{}".to_string(),
         Some(raw_attrs) => policy
@@ -311,19 +311,19 @@ pub fn convert(
             .into_owned(),
     };
     let time = |t: &str, what: &str| parse_time_us(t).ok_or_else(|| format!("bad {what} '{t}'"));
-    let context = s.context.unwrap_or_default();
+    let context = s.context;
     Ok(Some(Record::State(StateRow {
         instance: instance.clone(),
-        entity_id: e.data.entity_id.to_string(),
+        entity_id: e.entity_id.to_string(),
         value: numeric_value(&s.state),
         state: s.state.into_owned(),
         attributes: attrs_text,
         last_changed_us: time(s.last_changed, "last_changed")?,
         last_updated_us: time(s.last_updated, "last_updated")?,
         time_fired_us: e.time_fired.and_then(parse_time_us),
-        context_id: context.id.map(str::to_owned),
-        context_user_id: context.user_id.map(str::to_owned),
-        context_parent_id: context.parent_id.map(str::to_owned),
+        context_id: context.map(|c| c.id.to_owned()),
+        context_user_id: context.and_then(|c| c.user_id).map(str::to_owned),
+        context_parent_id: context.and_then(|c| c.parent_id).map(str::to_owned),
     })))
 }
 

@@ -10,7 +10,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +25,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::{ConnectionEvent, ConnectionState, Event, WsConfig, WsStats};
+use super::frame::{self, Piece};
+use super::subscription::Delivery;
+use super::types::span_in;
+use super::{ConnectionEvent, ConnectionState, WsConfig, WsStats};
 use crate::auth::TokenSource;
 use crate::error::url_for_display;
 use crate::{Error, HaUrl, Secret};
@@ -41,7 +45,8 @@ pub(crate) enum Control {
     Subscribe {
         key: u64,
         msg: Map<String, Value>,
-        events: mpsc::Sender<Event>,
+        events: mpsc::UnboundedSender<Delivery>,
+        queued: Arc<AtomicUsize>,
         reply: oneshot::Sender<Result<(), Error>>,
         needs_running: bool,
     },
@@ -131,6 +136,8 @@ pub(crate) fn spawn(
         queued: Vec::new(),
         first: Some(first_tx),
         frame: None,
+        pieces: Vec::new(),
+        skeleton: String::new(),
     };
     tokio::spawn(actor.run());
     (shared, control_tx, first_rx)
@@ -138,7 +145,9 @@ pub(crate) fn spawn(
 
 struct Sub {
     msg: Map<String, Value>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::UnboundedSender<Delivery>,
+    /// Events in the channel, not yet taken by the stream (at most `event_buffer`).
+    queued: Arc<AtomicUsize>,
     reply: Option<oneshot::Sender<Result<(), Error>>>,
     needs_running: bool,
     ws_id: Option<u64>,
@@ -181,6 +190,9 @@ struct Actor {
     first: Option<oneshot::Sender<Result<(), Error>>>,
     /// The text frame being dispatched: events share it instead of each copying its JSON.
     frame: Option<tungstenite::Utf8Bytes>,
+    /// Scratch space of the frame splitter, reused between frames.
+    pieces: Vec<Piece>,
+    skeleton: String,
 }
 
 /// One message of HA's, borrowed from the frame.
@@ -365,8 +377,8 @@ impl Actor {
                     None | Some(Control::Close) => return false,
                     Some(Control::Reconnect) => {}
                     Some(Control::Command { msg, reply }) => self.queued.push((msg, reply)),
-                    Some(Control::Subscribe { key, msg, events, reply, needs_running }) => {
-                        self.subs.insert(key, Sub { msg, events, reply: Some(reply), needs_running, ws_id: None, dropped: 0, overflowing: false });
+                    Some(Control::Subscribe { key, msg, events, queued, reply, needs_running }) => {
+                        self.subs.insert(key, Sub { msg, events, queued, reply: Some(reply), needs_running, ws_id: None, dropped: 0, overflowing: false });
                     }
                     Some(Control::Unsubscribe { key }) => {
                         self.subs.remove(&key);
@@ -424,7 +436,11 @@ impl Actor {
     async fn handshake(&self, token: &Secret) -> Result<(Ws, String), Error> {
         let url = self.base.websocket_url();
         let shown = url_for_display(&url);
+        // tungstenite zero-fills the free part of its read buffer (up to this size) before every
+        // read: at the default 128 KiB that was about 5 % of the client's CPU on a firehose whose
+        // reads return a few KiB each.
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(32 * 1024)
             .max_message_size(Some(self.config.max_message_size))
             .max_frame_size(Some(self.config.max_message_size));
         let connector = match &self.tls {
@@ -625,6 +641,7 @@ impl Actor {
                 key,
                 msg,
                 events,
+                queued,
                 reply,
                 needs_running,
             }) => {
@@ -633,6 +650,7 @@ impl Actor {
                     Sub {
                         msg,
                         events,
+                        queued,
                         reply: Some(reply),
                         needs_running,
                         ws_id: None,
@@ -694,15 +712,16 @@ impl Actor {
         s: &mut Session,
         text: &str,
     ) -> Result<(), SessionEnd> {
+        // Hot path: the frame is split by its braces and events are handed over unparsed, one
+        // delivery per subscription and run of its events. Everything else is parsed by serde.
+        let mut pieces = std::mem::take(&mut self.pieces);
+        if frame::split(text, &mut self.skeleton, &mut pieces) {
+            let result = self.dispatch_pieces(ws, s, text, &pieces).await;
+            self.pieces = pieces;
+            return result;
+        }
+        self.pieces = pieces;
         if text.trim_start().starts_with('[') {
-            // Hot path: a coalesced frame parses in one pass into borrowed messages. Only when
-            // that fails is it split item by item, so one bad item does not cost the others.
-            if let Ok(items) = serde_json::from_str::<Vec<Incoming<'_>>>(text) {
-                for msg in items {
-                    self.handle_incoming(ws, s, msg).await?;
-                }
-                return Ok(());
-            }
             match serde_json::from_str::<Vec<&RawValue>>(text) {
                 Ok(items) => {
                     for item in items {
@@ -717,6 +736,40 @@ impl Actor {
         } else {
             self.handle_message(ws, s, text).await
         }
+    }
+
+    async fn dispatch_pieces(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        text: &str,
+        pieces: &[Piece],
+    ) -> Result<(), SessionEnd> {
+        // A run of events for one subscription, sent as one delivery.
+        let mut run: Option<(u64, Vec<Range<usize>>)> = None;
+        for piece in pieces {
+            match piece {
+                Piece::Event { id, event } => match run.as_mut() {
+                    Some((run_id, spans)) if run_id == id => spans.push(event.clone()),
+                    _ => {
+                        if let Some((id, spans)) = run.take() {
+                            self.deliver(s, id, spans);
+                        }
+                        run = Some((*id, vec![event.clone()]));
+                    }
+                },
+                Piece::Other(range) => {
+                    if let Some((id, spans)) = run.take() {
+                        self.deliver(s, id, spans);
+                    }
+                    self.handle_message(ws, s, &text[range.clone()]).await?;
+                }
+            }
+        }
+        if let Some((id, spans)) = run {
+            self.deliver(s, id, spans);
+        }
+        Ok(())
     }
 
     async fn handle_message(
@@ -747,7 +800,16 @@ impl Actor {
                         .protocol_error("event without id or body".into());
                     return Ok(());
                 };
-                self.deliver(s, id, event);
+                // Not split by braces (an unusual frame): shared if it lies in the frame.
+                let frame = self.frame.clone().unwrap_or_default();
+                match span_in(frame.as_str(), event.get()) {
+                    Some(span) => self.deliver_in(s, id, &frame, vec![span]),
+                    None => {
+                        let own = tungstenite::Utf8Bytes::from(event.get().to_string());
+                        let span = 0..own.len();
+                        self.deliver_in(s, id, &own, vec![span]);
+                    }
+                }
                 Ok(())
             }
             "result" => {
@@ -852,7 +914,19 @@ impl Actor {
         }
     }
 
-    fn deliver(&mut self, s: &Session, id: u64, event: &RawValue) {
+    /// Hands `spans` of the current frame to subscription `id`.
+    fn deliver(&mut self, s: &Session, id: u64, spans: Vec<Range<usize>>) {
+        let frame = self.frame.clone().unwrap_or_default();
+        self.deliver_in(s, id, &frame, spans);
+    }
+
+    fn deliver_in(
+        &mut self,
+        s: &Session,
+        id: u64,
+        frame: &tungstenite::Utf8Bytes,
+        mut spans: Vec<Range<usize>>,
+    ) {
         let Some(key) = s.id_to_sub.get(&id) else {
             tracing::trace!(
                 id,
@@ -863,30 +937,47 @@ impl Actor {
         let Some(sub) = self.subs.get_mut(key) else {
             return;
         };
-        self.shared.events_received.fetch_add(1, Ordering::Relaxed);
-        let event = match &self.frame {
-            Some(frame) => Event::in_frame(frame, event),
-            None => Event::owned(event),
-        };
-        match sub.events.try_send(event) {
-            Ok(()) => sub.overflowing = false,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                sub.dropped += 1;
-                self.shared.events_dropped.fetch_add(1, Ordering::Relaxed);
-                if !sub.overflowing {
-                    sub.overflowing = true;
-                    tracing::warn!(
-                        subscription = key,
-                        "subscriber too slow: its event buffer is full; dropping events"
-                    );
-                }
-                self.shared.emit(ConnectionEvent::EventsDropped {
-                    subscription: *key,
-                    total: sub.dropped,
-                });
+        let n = spans.len();
+        self.shared
+            .events_received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let room = self
+            .config
+            .event_buffer
+            .saturating_sub(sub.queued.load(Ordering::Acquire));
+        let taken = n.min(room);
+        if taken > 0 {
+            spans.truncate(taken);
+            sub.queued.fetch_add(taken, Ordering::AcqRel);
+            let delivery = Delivery {
+                frame: frame.clone(),
+                spans,
+            };
+            if sub.events.send(delivery).is_err() {
+                // The stream is gone; its unsubscribe is on its way.
+                sub.queued.fetch_sub(taken, Ordering::AcqRel);
+                return;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+        if taken == n {
+            sub.overflowing = false;
+            return;
+        }
+        sub.dropped += (n - taken) as u64;
+        self.shared
+            .events_dropped
+            .fetch_add((n - taken) as u64, Ordering::Relaxed);
+        if !sub.overflowing {
+            sub.overflowing = true;
+            tracing::warn!(
+                subscription = key,
+                "subscriber too slow: its event buffer is full; dropping events"
+            );
+        }
+        self.shared.emit(ConnectionEvent::EventsDropped {
+            subscription: *key,
+            total: sub.dropped,
+        });
     }
 }
 

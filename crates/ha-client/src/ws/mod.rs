@@ -7,7 +7,7 @@
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use ha_client::auth::StaticToken;
-//! use ha_client::ws::{StateChangedData, WsClient};
+//! use ha_client::ws::{StateChangedEvent, WsClient};
 //! # async fn run() -> Result<(), ha_client::Error> {
 //! let ws = WsClient::builder("http://homeassistant.local:8123")
 //!     .token_source(StaticToken::new(std::env::var("HA_TOKEN").unwrap()))
@@ -16,12 +16,22 @@
 //! println!("HA {}", ws.ha_version().unwrap_or_default());
 //! let mut events = ws.subscribe_events(Some("state_changed")).await?;
 //! while let Some(event) = events.next().await {
-//!     let e: ha_client::ws::HaEvent = event.parse().unwrap();
-//!     let data: StateChangedData = serde_json::from_value(e.data).unwrap();
-//!     println!("{} -> {:?}", data.entity_id, data.new_state.map(|s| s.state));
+//!     // The fast path: borrowed from the frame, attributes left as JSON until asked for.
+//!     let e = event.state_changed().unwrap();
+//!     if let Some(new) = &e.new_state {
+//!         println!("{} -> {} at {:?} µs", e.entity_id, new.state, new.last_updated_us());
+//!     }
+//!     // Or owned, everything parsed (attributes into a map):
+//!     let owned: StateChangedEvent = event.parse().unwrap();
+//!     # let _ = owned;
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! Typed events are parsed straight from the event's JSON: [`StateChangedRef`] (borrowed: the
+//! fast path), [`StateChangedEvent`] (owned), [`HaEvent`] for any event type. The connection task
+//! does not parse events: it finds them in the frame by their braces and hands each subscription
+//! the frame's events at once; the one parse is yours.
 //!
 //! What it guarantees:
 //! - `auth_invalid` is final: the client stops and every call returns [`Error::AuthInvalid`]; it
@@ -37,21 +47,23 @@
 
 mod connection;
 mod entities;
+mod frame;
+mod state_changed;
+mod subscription;
 mod types;
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context as TaskContext, Poll};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use entities::{EntitiesSubscription, EntitiesUpdate, EntityState};
+pub use state_changed::{ContextRef, StateChangedEvent, StateChangedRef, StateRef};
+pub use subscription::Subscription;
 pub use types::{
     Context, CurrentUser, Event, HaConfig, HaEvent, HistoryQuery, HistoryState, RecorderInfo,
     State, StateChangedData,
@@ -573,7 +585,8 @@ impl WsClient {
         };
         let kind = command_type(&msg)?;
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
-        let (events_tx, events_rx) = mpsc::channel(self.inner.config.event_buffer);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let (reply_tx, reply_rx) = oneshot::channel();
         self.inner
             .control
@@ -581,15 +594,12 @@ impl WsClient {
                 key,
                 msg,
                 events: events_tx,
+                queued: queued.clone(),
                 reply: reply_tx,
                 needs_running,
             })
             .map_err(|_| self.stopped_error())?;
-        let sub = Subscription {
-            key,
-            events: events_rx,
-            control: self.inner.control.clone(),
-        };
+        let sub = Subscription::new(key, events_rx, queued, self.inner.control.clone());
         let timeout = self.inner.config.command_timeout;
         match tokio::time::timeout(timeout, reply_rx).await {
             Ok(Ok(Ok(()))) => Ok(sub),
@@ -629,46 +639,4 @@ fn command_type(msg: &Map<String, Value>) -> Result<String, Error> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| Error::Config("a command needs a string `type`".into()))
-}
-
-/// A live subscription: a stream of [`Event`]s that survives reconnects. Dropping it unsubscribes.
-pub struct Subscription {
-    key: u64,
-    events: mpsc::Receiver<Event>,
-    control: mpsc::UnboundedSender<Control>,
-}
-
-impl Subscription {
-    /// The stable key, as used in [`ConnectionEvent`]s.
-    pub fn key(&self) -> u64 {
-        self.key
-    }
-
-    /// Waits for at least one event, then takes up to `limit` waiting events into `buf` (one
-    /// wake-up for a burst, where the `Stream` gives one per event). Returns 0 when the
-    /// subscription has ended.
-    pub async fn recv_many(&mut self, buf: &mut Vec<Event>, limit: usize) -> usize {
-        self.events.recv_many(buf, limit.max(1)).await
-    }
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-impl Stream for Subscription {
-    type Item = Event;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Event>> {
-        self.events.poll_recv(cx)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let _ = self.control.send(Control::Unsubscribe { key: self.key });
-    }
 }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
 use crate::time::Seconds;
 
 /// A state object as HA sends it (`get_states`, `state_changed`).
@@ -49,61 +51,51 @@ pub struct Context {
 /// It shares the WebSocket frame it came in (a reference count) rather than copying its JSON: HA
 /// batches many events per frame, and the copy was a measurable part of the hot path.
 #[derive(Clone)]
-pub struct Event(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    /// `frame[start..end]`.
-    InFrame {
-        frame: tokio_tungstenite::tungstenite::Utf8Bytes,
-        start: usize,
-        end: usize,
-    },
-    Owned(Box<RawValue>),
+pub struct Event {
+    /// The frame; the event is `frame[start..end]`.
+    frame: Utf8Bytes,
+    start: usize,
+    end: usize,
 }
 
 impl Event {
-    /// An event that is a slice of `frame`'s text (falls back to a copy if it is not).
-    pub(crate) fn in_frame(
-        frame: &tokio_tungstenite::tungstenite::Utf8Bytes,
-        event: &RawValue,
-    ) -> Self {
-        let text = frame.as_str();
-        let start = (event.get().as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-        let end = start.wrapping_add(event.get().len());
-        // Same memory, not just equal text: the slice must lie inside the frame.
-        if start <= end
-            && end <= text.len()
-            && text.is_char_boundary(start)
-            && text.is_char_boundary(end)
-        {
-            Event(Repr::InFrame {
-                frame: frame.clone(),
-                start,
-                end,
-            })
-        } else {
-            Event::owned(event)
+    /// The event at `span` of `frame` (a range of its text that starts and ends on characters).
+    pub(crate) fn in_span(frame: &Utf8Bytes, span: std::ops::Range<usize>) -> Self {
+        Event {
+            frame: frame.clone(),
+            start: span.start,
+            end: span.end,
         }
     }
 
-    /// A copy of `event`.
-    pub(crate) fn owned(event: &RawValue) -> Self {
-        Event(Repr::Owned(event.to_owned()))
-    }
-
-    /// The event object's JSON text.
+    /// The event object's JSON text, as HA sent it. The client finds where it is in the frame but
+    /// does not parse it: a malformed body shows when you parse it.
     pub fn raw(&self) -> &str {
-        match &self.0 {
-            Repr::InFrame { frame, start, end } => &frame.as_str()[*start..*end],
-            Repr::Owned(raw) => raw.get(),
-        }
+        self.frame.as_str().get(self.start..self.end).unwrap_or("")
     }
 
-    /// Parses the event.
+    /// Parses the event as `T`: [`StateChangedRef`](super::StateChangedRef) (borrowed, the fast
+    /// path), [`StateChangedEvent`](super::StateChangedEvent) (owned), [`HaEvent`] (any event
+    /// type) or a type of your own.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.raw())
     }
+
+    /// Parses a `state_changed` event, borrowing from this event's JSON (the fast path).
+    pub fn state_changed(&self) -> Result<super::StateChangedRef<'_>, serde_json::Error> {
+        self.parse()
+    }
+}
+
+/// Where `part` lies in `text`, if it is a slice of that very memory (not just equal text).
+pub(crate) fn span_in(text: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let end = start.wrapping_add(part.len());
+    (start <= end
+        && end <= text.len()
+        && text.is_char_boundary(start)
+        && text.is_char_boundary(end))
+    .then_some(start..end)
 }
 
 impl std::fmt::Debug for Event {
@@ -131,7 +123,10 @@ pub struct HaEvent {
     pub context: Option<Context>,
 }
 
-/// The data of a `state_changed` event.
+/// The data of a `state_changed` event, from [`HaEvent::data`]. Parsing the event as
+/// [`StateChangedEvent`](super::StateChangedEvent) (owned) or
+/// [`StateChangedRef`](super::StateChangedRef) (borrowed) does it in one pass, without
+/// `serde_json::Value`.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StateChangedData {
     /// The entity.
@@ -312,24 +307,22 @@ mod event_tests {
     use super::*;
 
     #[test]
-    fn an_event_shares_its_frame_or_falls_back_to_a_copy() {
-        let frame = tokio_tungstenite::tungstenite::Utf8Bytes::from(
-            r#"[{"id":1,"type":"event","event":{"a":"é"}}]"#.to_string(),
-        );
+    fn an_event_is_a_span_of_its_frame() {
+        let frame = Utf8Bytes::from(r#"[{"id":1,"type":"event","event":{"a":"é"}}]"#.to_string());
         #[derive(Deserialize)]
         struct M<'a> {
             #[serde(borrow)]
             event: &'a RawValue,
         }
         let items: Vec<M<'_>> = serde_json::from_str(frame.as_str()).unwrap();
-        let e = Event::in_frame(&frame, items[0].event);
-        assert!(matches!(e.0, Repr::InFrame { .. }));
+        let span = span_in(frame.as_str(), items[0].event.get()).unwrap();
+        assert_eq!(span, 32..42);
+        let e = Event::in_span(&frame, span);
         assert_eq!(e.raw(), r#"{"a":"é"}"#);
-        // A RawValue from elsewhere is copied.
-        let other: Box<RawValue> = serde_json::from_str(r#"{"b":1}"#).unwrap();
-        let e = Event::in_frame(&frame, &other);
-        assert!(matches!(e.0, Repr::Owned(_)));
-        assert_eq!(e.raw(), r#"{"b":1}"#);
+        // Equal text elsewhere is not a span of the frame.
+        assert_eq!(span_in(frame.as_str(), r#"{"a":"é"}"#), None);
+        // A span that is not on characters gives no text rather than a panic.
+        assert_eq!(Event::in_span(&frame, 32..39).raw(), "");
     }
 }
 
