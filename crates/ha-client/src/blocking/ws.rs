@@ -112,7 +112,7 @@ pub struct WsClient {
 
 impl WsClient {
     /// Starts building a client for the HA at `base`.
-    pub fn builder(base: impl AsRef<str>) -> WsClientBuilder {
+    pub fn builder(base: impl crate::IntoHaUrl) -> WsClientBuilder {
         WsClientBuilder {
             inner: crate::ws::WsClient::builder(base),
         }
