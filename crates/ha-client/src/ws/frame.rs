@@ -459,6 +459,96 @@ mod tests {
         }
     }
 
+    /// A deterministic generator of JSON values whose strings are full of braces, quotes,
+    /// backslashes and multi-byte characters.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn string(&mut self) -> String {
+            const PARTS: [&str; 12] = [
+                "{", "}", "[", "]", "\\\"", "\\\\", "a", "é", "°C", "\\n", "\\u007b", " ",
+            ];
+            let len = self.below(12);
+            let body: String = (0..len)
+                .map(|_| PARTS[self.below(PARTS.len() as u64) as usize])
+                .collect();
+            format!("\"{body}\"")
+        }
+
+        fn value(&mut self, depth: u32) -> String {
+            match self.below(if depth > 3 { 3 } else { 6 }) {
+                0 => self.string(),
+                1 => self.below(100_000).to_string(),
+                2 => ["true", "null", "-1.5e3"][self.below(3) as usize].to_string(),
+                3 => {
+                    let n = self.below(4);
+                    let items: Vec<String> = (0..n).map(|_| self.value(depth + 1)).collect();
+                    format!("[{}]", items.join(","))
+                }
+                _ => self.object(depth + 1),
+            }
+        }
+
+        fn object(&mut self, depth: u32) -> String {
+            let n = self.below(5);
+            let fields: Vec<String> = (0..n)
+                .map(|_| format!("{}:{}", self.string(), self.value(depth)))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+    }
+
+    #[test]
+    fn random_frames_split_as_serde_reads_them() {
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut events = 0;
+        for _ in 0..3000 {
+            let n = 1 + g.below(6);
+            let messages: Vec<String> = (0..n)
+                .map(|i| match g.below(4) {
+                    0 => format!(
+                        r#"{{"id":{i},"type":"result","success":true,"result":{}}}"#,
+                        g.value(0)
+                    ),
+                    1 => format!(r#"{{"id":{i},"event":{},"type":"event"}}"#, g.object(0)),
+                    _ => format!(r#"{{"type":"event","event":{},"id":{i}}}"#, g.object(0)),
+                })
+                .collect();
+            let pad = " ".repeat(g.below(70) as usize);
+            let frame = if n == 1 && g.below(2) == 0 {
+                format!("{pad}{}", messages[0])
+            } else {
+                format!("{pad}[{}]", messages.join(","))
+            };
+            let expected =
+                by_serde(&frame).unwrap_or_else(|| panic!("generated bad JSON: {frame}"));
+            events += expected.iter().filter(|m| m.1 == "event").count();
+            assert_eq!(by_split(&frame), Some(expected), "{frame}");
+            // Cut short anywhere, it is refused or read as serde reads it.
+            let cut = g.below(frame.len() as u64) as usize;
+            if frame.is_char_boundary(cut) {
+                let short = &frame[..cut];
+                let mut out = Vec::new();
+                if split(short, &mut String::new(), &mut out) {
+                    assert_eq!(by_split(short), by_serde(short), "{short}");
+                }
+            }
+        }
+        assert!(events > 3000, "{events}");
+    }
+
     #[test]
     fn the_simulators_firehose_splits_as_serde_reads_it() {
         // Long frames of many events: blocks of 64 bytes end anywhere in them.
