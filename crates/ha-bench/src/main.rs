@@ -104,7 +104,7 @@ pub struct Timing {
 }
 
 const IN_PROCESS: &[&str] = &["a", "b", "c", "c50", "d", "e", "f", "g"];
-const WHOLE_PROCESS: &[&str] = &["b", "c", "d", "g"];
+const WHOLE_PROCESS: &[&str] = &["b", "c", "d", "g", "h"];
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -459,3 +459,58 @@ async fn dropping_a_subscription_unsubscribes() {
         "no events for a dropped subscription"
     );
 }
+
+/// The buffer is bounded in bytes too, and a flood's drops are reported once, then at most once a
+/// second, not once per frame (which used to overrun the connection-event channel).
+#[tokio::test]
+async fn the_buffer_is_bounded_in_bytes_and_drop_reports_do_not_flood() {
+    let sim = sim().await;
+    let limit = 4096;
+    let ws = WsClient::builder(sim.url())
+        .token_source(StaticToken::new(sim.config().admin_token.clone()))
+        .config(fast_config())
+        .event_buffer_bytes(limit)
+        .connect()
+        .await
+        .unwrap();
+    let mut conn = ws.connection_events();
+    let mut events = ws.subscribe_events(Some("state_changed")).await.unwrap(); // read later
+    let n = 5_000u64;
+    let started = std::time::Instant::now();
+    let _generator = sim.start_generator(None, Some(n));
+    tokio::time::timeout(WAIT, async {
+        while ws.stats().events_received < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the client kept reading");
+    let elapsed = started.elapsed().as_secs();
+
+    // What was kept fits the bound, and kept + dropped = everything.
+    let (mut kept, mut bytes) = (0u64, 0usize);
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+        kept += 1;
+        bytes += e.raw().len();
+    }
+    assert!(bytes <= limit, "{bytes} bytes buffered, bound {limit}");
+    assert!(kept > 0, "some events fit");
+    assert_eq!(kept + ws.stats().events_dropped, n, "{:?}", ws.stats());
+
+    let mut reports = 0;
+    loop {
+        match conn.try_recv() {
+            Ok(ConnectionEvent::EventsDropped { .. }) => reports += 1,
+            Ok(_) => {}
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                panic!("connection events were missed: {missed}")
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(reports >= 1, "the overflow was reported");
+    assert!(
+        reports <= elapsed + 2,
+        "{reports} drop reports in {elapsed} s: at most one a second"
+    );
+}

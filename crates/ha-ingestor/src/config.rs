@@ -103,6 +103,9 @@ pub struct InstanceConfig {
     /// Turn TLS verification off (dangerous).
     #[serde(default)]
     pub danger_accept_invalid_certs: bool,
+    /// Bytes of events the client buffers when the ingestor falls behind (default 16 MiB); what
+    /// does not fit is dropped, recorded as a gap and read back from HA's history.
+    pub event_buffer_bytes: Option<usize>,
     /// A token handed over in memory (the demo, tests, `SUPERVISOR_TOKEN`); never read from the
     /// file.
     #[serde(skip)]
@@ -127,6 +130,7 @@ impl InstanceConfig {
             subscribe: Subscribe::default(),
             ca_file: None,
             danger_accept_invalid_certs: false,
+            event_buffer_bytes: None,
             token: None,
             supervisor: false,
         }

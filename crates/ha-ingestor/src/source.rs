@@ -80,11 +80,14 @@ pub async fn run_source(
         instance: inst.name.clone(),
         message: e.to_string(),
     })?;
-    let connect = WsClient::builder(url)
+    let mut builder = WsClient::builder(url)
         .shared_token_source(tokens)
         .tls(tls)
-        .retry_initial_connect(true)
-        .connect();
+        .retry_initial_connect(true);
+    if let Some(bytes) = inst.event_buffer_bytes {
+        builder = builder.event_buffer_bytes(bytes);
+    }
+    let connect = builder.connect();
     let ws = tokio::select! {
         // Transient failures are retried by the client; what comes back is final: a refused
         // token (exit 3), or a problem only the configuration can fix, such as a certificate

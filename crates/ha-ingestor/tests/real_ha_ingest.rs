@@ -31,6 +31,7 @@ async fn five_hundred_changes_are_stored_exactly() {
             subscribe: Subscribe::StateChanged,
             ca_file: None,
             danger_accept_invalid_certs: false,
+            event_buffer_bytes: None,
             token: None,
             supervisor: false,
         }],

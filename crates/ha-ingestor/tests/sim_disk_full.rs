@@ -136,6 +136,9 @@ metrics_addr = "127.0.0.1:{metrics}"
 name = "sim"
 url = "{url}"
 token_file = "{token}"
+# Small buffers, so the changes made while the disk is full overflow them and come back from
+# HA's history, not from memory.
+event_buffer_bytes = 16384
 [filter.include]
 entity_globs = ["sensor.disk_*"]
 [store]
@@ -219,6 +222,15 @@ flush_interval_ms = 50
         health(metrics).await.0 == 200
     })
     .await;
+    // Some of them came back through the gap path: dropped, recorded, read from history.
+    assert!(
+        metric(metrics, "ha_ingestor_gaps_detected_total").await >= 1.0,
+        "the overflow was recorded as a gap"
+    );
+    assert!(
+        metric(metrics, "ha_ingestor_backfilled_states_total").await >= 1.0,
+        "rows came back from HA's history"
+    );
     // Live and backfilled rows alike are counted once, when inserted.
     let written = metric(metrics, "ha_ingestor_events_written_total").await;
     assert_eq!(written as usize, n, "rows counted as written");

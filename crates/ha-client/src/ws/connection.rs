@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::frame::{self, Piece};
-use super::subscription::Delivery;
+use super::subscription::{Delivery, Queued};
 use super::types::span_in;
 use super::{ConnectionEvent, ConnectionState, WsConfig, WsStats};
 use crate::auth::TokenSource;
@@ -46,7 +46,7 @@ pub(crate) enum Control {
         key: u64,
         msg: Map<String, Value>,
         events: mpsc::UnboundedSender<Delivery>,
-        queued: Arc<AtomicUsize>,
+        queued: Arc<Queued>,
         reply: oneshot::Sender<Result<(), Error>>,
         needs_running: bool,
     },
@@ -146,13 +146,17 @@ pub(crate) fn spawn(
 struct Sub {
     msg: Map<String, Value>,
     events: mpsc::UnboundedSender<Delivery>,
-    /// Events in the channel, not yet taken by the stream (at most `event_buffer`).
-    queued: Arc<AtomicUsize>,
+    /// Events in the channel, not yet taken by the stream (within `event_buffer` and
+    /// `event_buffer_bytes`).
+    queued: Arc<Queued>,
     reply: Option<oneshot::Sender<Result<(), Error>>>,
     needs_running: bool,
     ws_id: Option<u64>,
     dropped: u64,
     overflowing: bool,
+    /// When the last `EventsDropped` went out: one per overflow, then at most one a second, so a
+    /// flood cannot flood the connection events too.
+    last_drop_report: Option<Instant>,
 }
 
 enum Pending {
@@ -378,7 +382,7 @@ impl Actor {
                     Some(Control::Reconnect) => {}
                     Some(Control::Command { msg, reply }) => self.queued.push((msg, reply)),
                     Some(Control::Subscribe { key, msg, events, queued, reply, needs_running }) => {
-                        self.subs.insert(key, Sub { msg, events, queued, reply: Some(reply), needs_running, ws_id: None, dropped: 0, overflowing: false });
+                        self.subs.insert(key, Sub { msg, events, queued, reply: Some(reply), needs_running, ws_id: None, dropped: 0, overflowing: false, last_drop_report: None });
                     }
                     Some(Control::Unsubscribe { key }) => {
                         self.subs.remove(&key);
@@ -656,6 +660,7 @@ impl Actor {
                         ws_id: None,
                         dropped: 0,
                         overflowing: false,
+                        last_drop_report: None,
                     },
                 );
                 self.send_subscribe(ws, s, key).await
@@ -941,21 +946,38 @@ impl Actor {
         self.shared
             .events_received
             .fetch_add(n as u64, Ordering::Relaxed);
+        // Room by count and by bytes: the events that fit, in order.
         let room = self
             .config
             .event_buffer
-            .saturating_sub(sub.queued.load(Ordering::Acquire));
-        let taken = n.min(room);
+            .saturating_sub(sub.queued.events.load(Ordering::Acquire));
+        let mut bytes_room = self
+            .config
+            .event_buffer_bytes
+            .saturating_sub(sub.queued.bytes.load(Ordering::Acquire));
+        let mut taken = 0;
+        let mut bytes = 0;
+        for span in spans.iter().take(room) {
+            if span.len() > bytes_room {
+                break;
+            }
+            bytes_room -= span.len();
+            bytes += span.len();
+            taken += 1;
+        }
         if taken > 0 {
             spans.truncate(taken);
-            sub.queued.fetch_add(taken, Ordering::AcqRel);
+            sub.queued.events.fetch_add(taken, Ordering::AcqRel);
+            sub.queued.bytes.fetch_add(bytes, Ordering::AcqRel);
             let delivery = Delivery {
                 frame: frame.clone(),
                 spans,
+                bytes,
             };
             if sub.events.send(delivery).is_err() {
                 // The stream is gone; its unsubscribe is on its way.
-                sub.queued.fetch_sub(taken, Ordering::AcqRel);
+                sub.queued.events.fetch_sub(taken, Ordering::AcqRel);
+                sub.queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
                 return;
             }
         }
@@ -967,17 +989,25 @@ impl Actor {
         self.shared
             .events_dropped
             .fetch_add((n - taken) as u64, Ordering::Relaxed);
-        if !sub.overflowing {
+        let first = !sub.overflowing;
+        if first {
             sub.overflowing = true;
             tracing::warn!(
                 subscription = key,
                 "subscriber too slow: its event buffer is full; dropping events"
             );
         }
-        self.shared.emit(ConnectionEvent::EventsDropped {
-            subscription: *key,
-            total: sub.dropped,
-        });
+        if first
+            || sub
+                .last_drop_report
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            sub.last_drop_report = Some(Instant::now());
+            self.shared.emit(ConnectionEvent::EventsDropped {
+                subscription: *key,
+                total: sub.dropped,
+            });
+        }
     }
 }
 

@@ -53,7 +53,7 @@ mod subscription;
 mod types;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
@@ -127,6 +127,9 @@ pub struct WsConfig {
     pub ping_timeout: Duration,
     /// Buffered events per subscription before new ones are dropped (and reported).
     pub event_buffer: usize,
+    /// Buffered bytes (of event JSON) per subscription before new events are dropped (and
+    /// reported): what bounds memory when HA sends faster than the caller reads. Default 16 MiB.
+    pub event_buffer_bytes: usize,
     /// Largest accepted message and frame (`get_states` arrives as one frame).
     pub max_message_size: usize,
     /// Reconnect backoff.
@@ -148,6 +151,7 @@ impl Default for WsConfig {
             ping_interval: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(20),
             event_buffer: 65_536,
+            event_buffer_bytes: 16 << 20,
             max_message_size: 64 << 20,
             backoff: Backoff::default(),
             coalesce_messages: true,
@@ -293,6 +297,11 @@ impl WsClientBuilder {
     /// Events buffered per subscription.
     pub fn event_buffer(mut self, n: usize) -> Self {
         self.config.event_buffer = n.max(1);
+        self
+    }
+    /// Bytes of events buffered per subscription (see [`WsConfig::event_buffer_bytes`]).
+    pub fn event_buffer_bytes(mut self, n: usize) -> Self {
+        self.config.event_buffer_bytes = n.max(1);
         self
     }
     /// Retry a first connection that fails with a transient error (network, 5xx, HA starting)
@@ -586,7 +595,7 @@ impl WsClient {
         let kind = command_type(&msg)?;
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(subscription::Queued::default());
         let (reply_tx, reply_rx) = oneshot::channel();
         self.inner
             .control

@@ -19,15 +19,24 @@ use super::connection::Control;
 pub(crate) struct Delivery {
     pub(crate) frame: Utf8Bytes,
     pub(crate) spans: Vec<Range<usize>>,
+    /// The bytes of those events, as counted in [`Queued::bytes`].
+    pub(crate) bytes: usize,
+}
+
+/// What a subscription holds, not yet taken by its stream: the connection task keeps it within
+/// `event_buffer` events and `event_buffer_bytes` bytes and drops (and reports) what does not fit.
+#[derive(Default)]
+pub(crate) struct Queued {
+    pub(crate) events: AtomicUsize,
+    pub(crate) bytes: AtomicUsize,
 }
 
 /// A live subscription: a stream of [`Event`]s that survives reconnects. Dropping it unsubscribes.
 pub struct Subscription {
     key: u64,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
-    /// Events sent and not yet taken out of the channel; the connection task keeps it at most
-    /// `event_buffer` and drops (and reports) what does not fit.
-    queued: Arc<AtomicUsize>,
+    /// Events sent and not yet taken out of the channel (see [`Queued`]).
+    queued: Arc<Queued>,
     /// The delivery being handed out, and its next event.
     current: Option<(Delivery, usize)>,
     control: mpsc::UnboundedSender<Control>,
@@ -37,7 +46,7 @@ impl Subscription {
     pub(crate) fn new(
         key: u64,
         deliveries: mpsc::UnboundedReceiver<Delivery>,
-        queued: Arc<AtomicUsize>,
+        queued: Arc<Queued>,
         control: mpsc::UnboundedSender<Control>,
     ) -> Self {
         Subscription {
@@ -86,7 +95,10 @@ impl Subscription {
     }
 
     fn take(&mut self, d: Delivery) {
-        self.queued.fetch_sub(d.spans.len(), Ordering::AcqRel);
+        self.queued
+            .events
+            .fetch_sub(d.spans.len(), Ordering::AcqRel);
+        self.queued.bytes.fetch_sub(d.bytes, Ordering::AcqRel);
         self.current = Some((d, 0));
     }
 
