@@ -8,7 +8,6 @@
 //! through oneshot channels and events through bounded channels with `try_send`, so HA never piles
 //! up unread messages for us (it drops clients at 4096).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use super::frame::{ErrorBody, Incoming, decode_frame};
 use super::{ConnectionEvent, ConnectionState, Event, WsConfig, WsStats};
 use crate::auth::TokenSource;
 use crate::error::url_for_display;
@@ -181,31 +181,6 @@ struct Actor {
     first: Option<oneshot::Sender<Result<(), Error>>>,
     /// The text frame being dispatched: events share it instead of each copying its JSON.
     frame: Option<tungstenite::Utf8Bytes>,
-}
-
-/// One message of HA's, borrowed from the frame.
-#[derive(Deserialize)]
-struct Incoming<'a> {
-    #[serde(default)]
-    id: Option<u64>,
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default)]
-    success: Option<bool>,
-    #[serde(default, borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(default)]
-    error: Option<ErrorBody>,
-    #[serde(default, borrow)]
-    event: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
 }
 
 #[derive(Deserialize)]
@@ -694,44 +669,13 @@ impl Actor {
         s: &mut Session,
         text: &str,
     ) -> Result<(), SessionEnd> {
-        if text.trim_start().starts_with('[') {
-            // Hot path: a coalesced frame parses in one pass into borrowed messages. Only when
-            // that fails is it split item by item, so one bad item does not cost the others.
-            if let Ok(items) = serde_json::from_str::<Vec<Incoming<'_>>>(text) {
-                for msg in items {
-                    self.handle_incoming(ws, s, msg).await?;
-                }
-                return Ok(());
-            }
-            match serde_json::from_str::<Vec<&RawValue>>(text) {
-                Ok(items) => {
-                    for item in items {
-                        self.handle_message(ws, s, item.get()).await?;
-                    }
-                }
-                Err(e) => self
-                    .shared
-                    .protocol_error(format!("invalid JSON array frame: {e}")),
-            }
-            Ok(())
-        } else {
-            self.handle_message(ws, s, text).await
-        }
-    }
-
-    async fn handle_message(
-        &mut self,
-        ws: &mut Ws,
-        s: &mut Session,
-        text: &str,
-    ) -> Result<(), SessionEnd> {
-        match serde_json::from_str(text) {
-            Ok(msg) => self.handle_incoming(ws, s, msg).await,
-            Err(e) => {
-                self.shared.protocol_error(format!("invalid message: {e}"));
-                Ok(())
+        for msg in decode_frame(text) {
+            match msg {
+                Ok(msg) => self.handle_incoming(ws, s, msg).await?,
+                Err(detail) => self.shared.protocol_error(detail),
             }
         }
+        Ok(())
     }
 
     async fn handle_incoming(

@@ -37,6 +37,7 @@
 
 mod connection;
 mod entities;
+mod frame;
 mod types;
 
 use std::pin::Pin;
