@@ -36,9 +36,9 @@
 //! - An application-level `ping` watchdog forces a reconnect on a half-open socket.
 
 mod connection;
-mod entities;
-mod frame;
-mod types;
+pub(crate) mod entities;
+pub(crate) mod frame;
+pub(crate) mod types;
 
 use std::pin::Pin;
 use std::sync::Arc;
