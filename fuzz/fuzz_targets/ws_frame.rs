@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
     let mut entities = HashMap::new();
     for m in messages.iter().flatten() {
         for body in [&m.result, &m.event].into_iter().flatten() {
-            serde_json::from_str::<serde_json::Value>(body).expect("a body is valid JSON");
+            // JSON's grammar (a `Value` would refuse numbers past f64's range, such as 1e400).
+            serde_json::from_str::<&RawValue>(body).expect("a body is valid JSON");
         }
         if let Some(event) = &m.event
             && let Ok(update) = apply_entities(&mut entities, event)
