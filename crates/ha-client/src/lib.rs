@@ -15,6 +15,9 @@
 pub mod auth;
 pub mod blocking;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ha_url;
 mod http;
 mod retry;

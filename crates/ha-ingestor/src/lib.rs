@@ -12,6 +12,9 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod filter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod health;
 pub mod history;

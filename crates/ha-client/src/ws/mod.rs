@@ -46,11 +46,11 @@
 //! - An application-level `ping` watchdog forces a reconnect on a half-open socket.
 
 mod connection;
-mod entities;
-mod frame;
+pub(crate) mod entities;
+pub(crate) mod frame;
 mod state_changed;
 mod subscription;
-mod types;
+pub(crate) mod types;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

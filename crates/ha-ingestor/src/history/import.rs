@@ -62,10 +62,23 @@ impl std::fmt::Display for ImportSummary {
 }
 
 /// Parses `--since`: a duration back from now (`7d`, `36h`) or a timestamp (`2026-11-01`,
-/// `2026-11-01T12:00:00Z`).
+/// `2026-11-01T12:00:00Z`). Times before 1970 are refused: HA holds no history that old, and the
+/// import would walk every day back to there (a huge duration reached back to the year -290000,
+/// a hundred million day slices, before this check).
 pub fn parse_since(text: &str, now_us: i64) -> Result<i64, String> {
+    let since = parse_time_or_duration(text, now_us)?;
+    if since < 0 {
+        return Err(format!(
+            "'{text}' reaches back before 1970-01-01, and Home Assistant holds no history that old; \
+             give a shorter duration or a later date"
+        ));
+    }
+    Ok(since)
+}
+
+fn parse_time_or_duration(text: &str, now_us: i64) -> Result<i64, String> {
     if let Ok(d) = humantime::parse_duration(text) {
-        return Ok(now_us - i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        return Ok(now_us.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)));
     }
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Ok(t.as_microsecond());
@@ -271,5 +284,22 @@ mod tests {
         assert_eq!(parse_since("1970-01-02", now).unwrap(), DAY_US);
         let err = parse_since("yesterday", now).unwrap_err();
         assert!(err.contains("7d") && err.contains("2026-11-01"), "{err}");
+    }
+
+    #[test]
+    fn since_before_1970_is_refused() {
+        // Found by the `history` fuzz target: a duration this long reached back to the year
+        // -290000, and the import's day slices from there filled gigabytes.
+        let now = 1_700_000_000_000_000;
+        for text in [
+            "3h 6999999999h",
+            "1000000000y",
+            "1969-12-31",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let err = parse_since(text, now).unwrap_err();
+            assert!(err.contains("before 1970-01-01"), "{text}: {err}");
+        }
+        assert_eq!(parse_since("1970-01-01", now).unwrap(), 0);
     }
 }

@@ -117,8 +117,14 @@ impl CleanEncoder {
             let _ = write_py_float(out, v);
         }
         if !self.attributes.is_empty() {
-            for (key, value) in &parse_attributes(&row.attributes) {
+            let attrs = parse_attributes(&row.attributes);
+            for (i, (key, value)) in attrs.iter().enumerate() {
                 if let Some(a) = self.attributes.iter().find(|a| a.name == *key) {
+                    // A key given twice (never by HA, whose attributes are a dict) is read as
+                    // `json.loads` reads it: the last value, so the line has each field once.
+                    if attrs[i + 1..].iter().any(|(k, _)| k == key) {
+                        continue;
+                    }
                     a.write(value, out);
                 }
             }
@@ -313,6 +319,21 @@ mod tests {
         assert!(
             encode_clean(&c, &r)
                 .starts_with("ha_states\\ v2,domain=sensor,entity_id=sensor.t state=")
+        );
+    }
+
+    #[test]
+    fn clean_writes_a_duplicate_attribute_once_with_its_last_value() {
+        // Found by the `influx_line` fuzz target: the field was written once per occurrence.
+        let c = clean(r#"attributes = ["temperature"]"#);
+        let r = row(
+            "sensor.t",
+            "20.5",
+            r#"{"temperature":"warm","unit":"C","temperature":21.5}"#,
+        );
+        assert_eq!(
+            encode_clean(&c, &r),
+            "states,domain=sensor,entity_id=sensor.t,instance=home state=\"20.5\",value=20.5,temperature=21.5 1700000000123456\n"
         );
     }
 

@@ -20,7 +20,7 @@ pub mod clean_schema;
 mod config;
 mod escape;
 pub mod ha_schema;
-mod python;
+pub(crate) mod python;
 #[cfg(test)]
 mod testing;
 mod writer;

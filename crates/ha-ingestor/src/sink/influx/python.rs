@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 /// floats (Python's `str(21)` is `21`, `str(21.0)` is `21.0`) and objects kept in their order
 /// (Python's `repr` of a dict follows it). Strings borrow from the row when they have no escapes.
 #[derive(Debug, PartialEq)]
-pub(super) enum Py<'a> {
+pub(crate) enum Py<'a> {
     None,
     Bool(bool),
     Int(i64),
@@ -146,7 +146,7 @@ pub(super) fn py_float_of(v: &Py<'_>) -> Option<f64> {
 /// Python's `float(str)`: surrounding whitespace (Unicode's; `char::is_whitespace` is the same
 /// set), `_` between digits, any Unicode decimal digit, `inf`/`infinity`/`nan` in any case, and
 /// overflow to ±inf. Rust's own grammar matches Python's for the rest (checked in the tests).
-pub(super) fn py_float(s: &str) -> Option<f64> {
+pub(crate) fn py_float(s: &str) -> Option<f64> {
     let t = s.trim_matches(char::is_whitespace);
     if t.is_ascii() && !t.contains('_') {
         return t.parse().ok();
@@ -178,7 +178,7 @@ pub(super) fn py_float(s: &str) -> Option<f64> {
 
 /// HA's `RE_DIGIT_TAIL` (`^[^.]*\d+\.?\d+[^.]*$`, `\d` being any Unicode decimal digit): with no
 /// dot, two adjacent digits anywhere; with one dot, digits on both sides of it; never with two.
-pub(super) fn has_digit_tail(s: &str) -> bool {
+pub(crate) fn has_digit_tail(s: &str) -> bool {
     let mut dots = s.match_indices('.').map(|(i, _)| i);
     match (dots.next(), dots.next()) {
         (_, Some(_)) => false,
@@ -200,7 +200,7 @@ pub(super) fn has_digit_tail(s: &str) -> bool {
 }
 
 /// HA's `float(RE_DECIMAL.sub("", text))`: the digits and the dot, everything else removed.
-pub(super) fn digits_value(s: &str) -> f64 {
+pub(crate) fn digits_value(s: &str) -> f64 {
     let kept: String = s
         .chars()
         .filter_map(|c| match c {
@@ -238,7 +238,7 @@ const ND_ZEROS: [u32; 68] = [
 ];
 
 /// Python's `str(value)`: strings as they are, everything else as `repr`.
-pub(super) fn py_str<'b>(v: &'b Py<'_>) -> Cow<'b, str> {
+pub(crate) fn py_str<'b>(v: &'b Py<'_>) -> Cow<'b, str> {
     match v {
         Py::Str(s) => Cow::Borrowed(s),
         Py::None => Cow::Borrowed("None"),
@@ -258,7 +258,7 @@ pub(super) fn write_py_str(w: &mut impl fmt::Write, v: &Py<'_>) -> fmt::Result {
 }
 
 /// Python's `repr`: `['a', 1, 2.5, True, None, {'k': 'v'}]`.
-pub(super) fn write_py_repr(w: &mut impl fmt::Write, v: &Py<'_>) -> fmt::Result {
+pub(crate) fn write_py_repr(w: &mut impl fmt::Write, v: &Py<'_>) -> fmt::Result {
     match v {
         Py::None => w.write_str("None"),
         Py::Bool(b) => w.write_str(if *b { "True" } else { "False" }),
@@ -342,7 +342,7 @@ const NON_PRINTABLE: [u32; 56] = [
 /// Python's `repr(float)`: the shortest digits that round-trip (Rust's `{:e}` gives the same
 /// digits), positional from 1e-4 up to 1e16 with at least one decimal (`21.0`), otherwise
 /// `1e-07`, `1.5e+16`; `nan`, `inf`, `-inf`. Formats on the stack.
-pub(super) fn write_py_float(w: &mut impl fmt::Write, f: f64) -> fmt::Result {
+pub(crate) fn write_py_float(w: &mut impl fmt::Write, f: f64) -> fmt::Result {
     if f.is_nan() {
         return w.write_str("nan");
     }
