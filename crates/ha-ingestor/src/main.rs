@@ -304,7 +304,7 @@ impl Cli {
 }
 
 impl Command {
-    /// The setup tools (`login`, `token`, `sign-path`, `check`): one-shot, quiet logging.
+    /// The setup tools (`login`, `token`, `sign-path`, `check`) and `health`: one-shot, quiet logging.
     fn is_setup_tool(&self) -> bool {
         !matches!(
             self,
