@@ -33,8 +33,9 @@ if [[ ! -s "$rootfs" ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap > /dev/null
     }
     mkdir -p "$(dirname "$rootfs")"
-    mmdebstrap --quiet --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$rootfs.part" \
-        || fail "mmdebstrap could not build a Debian root with systemd"
+    # --format=tar: mmdebstrap picks the format from the name otherwise, and *.part is a directory.
+    mmdebstrap --quiet --format=tar --variant=minbase --include=systemd,systemd-sysv,dbus bookworm \
+        "$rootfs.part" || { rm -rf "$rootfs.part"; fail "mmdebstrap could not build a Debian root with systemd"; }
     mv "$rootfs.part" "$rootfs"
 fi
 podman image exists "$image" || podman import --quiet "$rootfs" "$image" > /dev/null
