@@ -260,7 +260,15 @@ pub async fn probe(addr: SocketAddr, timeout: std::time::Duration) -> Result<Str
         .and_then(|b| b.timeout(timeout).build().map_err(|e| e.to_string()))
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
     let response = http.get(&url).send().await.map_err(|e| {
-        format!("{url}: no answer ({e}); is `ha-ingestor run` running with this metrics_addr?")
+        // reqwest's own message is only "error sending request"; the cause (refused, a timeout)
+        // is in its sources.
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        format!("{url}: no answer ({cause}); is `ha-ingestor run` running with this metrics_addr?")
     })?;
     let status = response.status();
     let body = response

@@ -178,7 +178,9 @@ async fn health_fails_with_the_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("http://{nothing}/health")) && stderr.contains("no answer"),
+        stderr.contains(&format!("http://{nothing}/health"))
+            && stderr.contains("no answer")
+            && stderr.to_lowercase().contains("refused"),
         "{stderr}"
     );
 
