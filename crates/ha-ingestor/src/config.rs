@@ -285,18 +285,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where `/metrics` and `/health` listen unless `metrics_addr` says otherwise.
+    pub const DEFAULT_METRICS_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+    /// The `metrics_addr` of a config file, or the default: for a client of the running service
+    /// (`ha-ingestor health`), which needs none of the rest.
+    pub fn metrics_addr_of_file(path: &Path) -> Result<SocketAddr, ConfigError> {
+        Ok(read_file(path)?
+            .metrics_addr
+            .unwrap_or(Config::DEFAULT_METRICS_ADDR))
+    }
+
     /// Reads the file (if any) and applies the overrides.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
         let parsed = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!(
-                        "cannot read the config file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?
-            }
+            Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
         Config::resolve(parsed, overrides)
@@ -408,7 +412,7 @@ impl Config {
             metrics_addr: o
                 .metrics_addr
                 .or(file.metrics_addr)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+                .unwrap_or(Config::DEFAULT_METRICS_ADDR),
             log_format: o.log_format.or(file.log_format).unwrap_or_default(),
             instances,
             filter: file.filter,
@@ -424,6 +428,17 @@ impl Config {
             sinks: file.sinks,
         })
     }
+}
+
+/// Reads and parses a config file; errors name the file.
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
 }
 
 /// Parses a config file's text.

@@ -1,4 +1,5 @@
-//! `/metrics` and `/health` on one small HTTP server (127.0.0.1 by default).
+//! `/metrics` and `/health` on one small HTTP server (127.0.0.1 by default), and [`probe`], the
+//! client side of `/health` that `ha-ingestor health` runs (a container's healthcheck).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -271,4 +272,64 @@ async fn health_handler(State(state): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body))
+}
+
+/// Where a client reaches a server listening on `addr`: an unspecified address (`0.0.0.0`, `::`,
+/// as in a container) is reached on the loopback address of its family.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Asks the `/health` of the ingestor listening on `addr`: `Ok(body)` when it answers 200 (ready),
+/// `Err` naming the status and body, or why nothing answered, within `timeout`.
+pub async fn probe(addr: SocketAddr, timeout: std::time::Duration) -> Result<String, String> {
+    let url = format!("http://{}/health", reachable(addr));
+    let http = ha_client::TlsOptions::default()
+        .reqwest_builder()
+        .map_err(|e| e.to_string())
+        .and_then(|b| b.timeout(timeout).build().map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let response = http.get(&url).send().await.map_err(|e| {
+        // reqwest's own message is only "error sending request"; the cause (refused, a timeout)
+        // is in its sources.
+        let mut cause = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        format!("{url}: no answer ({cause}); is `ha-ingestor run` running with this metrics_addr?")
+    })?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| format!("{url}: {status}, the body broke off: {e}"))?;
+    if status == StatusCode::OK {
+        Ok(body)
+    } else {
+        Err(format!("{url}: {status} (not ready): {body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_address_is_reached_on_loopback() {
+        let at = |s: &str| reachable(s.parse().unwrap()).to_string();
+        assert_eq!(at("0.0.0.0:9464"), "127.0.0.1:9464");
+        assert_eq!(at("[::]:9464"), "[::1]:9464");
+        assert_eq!(at("192.0.2.7:9464"), "192.0.2.7:9464");
+        assert_eq!(at("127.0.0.1:1"), "127.0.0.1:1");
+    }
 }

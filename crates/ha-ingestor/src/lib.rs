@@ -5,7 +5,7 @@
 //! HA's globs) → [`store`] (the SQLite file: the default sink, and the journal the remote
 //! [`sink`]s read from). [`history`] reads HA's recorder back (gap fill, history import).
 //! [`health`] serves `/metrics` and `/health`; [`run`] wires it together; [`tools`] holds the setup
-//! commands (`login`, `token`, `sign-path`, `check`); [`demo`] runs all of it against the simulator.
+//! commands (`login`, `token`, `sign-path`, `check`); [`demo`] runs all of it against the simulator; [`systemd`] tells a service manager when it is ready.
 
 pub mod addon;
 pub mod config;
@@ -23,4 +23,6 @@ pub mod run;
 pub mod sink;
 pub mod source;
 pub mod store;
+#[cfg(unix)]
+pub mod systemd;
 pub mod tools;

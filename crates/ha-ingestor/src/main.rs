@@ -15,6 +15,10 @@ struct Cli {
     /// A TOML config file (see the README's configuration reference).
     #[arg(long, global = true, env = "HA_INGESTOR_CONFIG")]
     config: Option<PathBuf>,
+    /// A config file read only when it exists and --config is not given (the container image
+    /// sets /data/ha-ingestor.toml).
+    #[arg(long, global = true, env = "HA_INGESTOR_CONFIG_IF_EXISTS")]
+    config_if_exists: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, value_enum, env = "HA_INGESTOR_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -305,6 +309,17 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = ha_ingestor::tools::sign_path::parse_expiry)]
         expires: std::time::Duration,
     },
+    /// Ask a running ingestor's /health (a container's healthcheck): prints its JSON and exits 0
+    /// when it answers 200 (every instance connected, the store writable), 1 otherwise.
+    Health {
+        /// Where the ingestor's /metrics and /health listen; 0.0.0.0 and [::] are asked on
+        /// loopback [default: metrics_addr of the config, or 127.0.0.1:9464].
+        #[arg(long, env = "HA_INGESTOR_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// How long to wait for the answer, e.g. 5s.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Diagnose the setup step by step (DNS/TCP, TLS, HTTP, token, user, HA state, subscription,
     /// round trip, database); exits non-zero at the first failure.
     #[command(after_help = CONNECTION_HELP)]
@@ -320,8 +335,27 @@ enum Command {
     },
 }
 
+impl Cli {
+    /// `--config-if-exists` becomes `--config` when the file is there and no --config is given. Only
+    /// a missing file is skipped: one that cannot be read is still read, to report why.
+    fn apply_config_if_exists(&mut self) -> Result<(), String> {
+        let Some(path) = self.config_if_exists.take() else {
+            return Ok(());
+        };
+        if self.config.is_some() {
+            return Ok(());
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => self.config = Some(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("--config-if-exists {}: {e}", path.display())),
+        }
+        Ok(())
+    }
+}
+
 impl Command {
-    /// The setup tools (`login`, `token`, `sign-path`, `check`): one-shot, quiet logging.
+    /// The setup tools (`login`, `token`, `sign-path`, `check`) and `health`: one-shot, quiet logging.
     fn is_setup_tool(&self) -> bool {
         !matches!(
             self,
@@ -334,7 +368,11 @@ impl Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Err(message) = cli.apply_config_if_exists() {
+        eprintln!("ha-ingestor: {message}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -551,6 +589,23 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
         } => tools::sign_path::sign_path(&opts(conn)?, &path, expires)
             .await
             .map_err(tool_error),
+        Command::Health {
+            metrics_addr,
+            timeout,
+        } => {
+            let addr = match (metrics_addr, &config) {
+                (Some(addr), _) => addr,
+                (None, Some(path)) => {
+                    Config::metrics_addr_of_file(path).map_err(|e| (2, e.to_string()))?
+                }
+                (None, None) => Config::DEFAULT_METRICS_ADDR,
+            };
+            let body = ha_ingestor::health::probe(addr, timeout)
+                .await
+                .map_err(|e| (1, e))?;
+            println!("{body}");
+            Ok(())
+        }
         Command::Check { conn, json, db } => {
             let conn = conn.options(config.clone(), db)?;
             tools::check::check(&conn, json).await.map_err(tool_error)

@@ -131,6 +131,10 @@ pub async fn run(
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
+    // Ready means running, not connected: HA may be down for hours and the ingestor waits for it,
+    // so a service manager must not hold the start (or time it out) until HA answers.
+    #[cfg(unix)]
+    crate::systemd::notify("READY=1");
 
     tokio::pin!(shutdown);
     let mut failure: Option<RunError> = None;
@@ -194,6 +198,8 @@ pub async fn run(
         }
     }
     drop(tx);
+    #[cfg(unix)]
+    crate::systemd::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     while let Some(done) = sources.join_next().await {
         if let Ok(Err(e)) = done
