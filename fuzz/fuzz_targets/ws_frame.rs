@@ -65,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
                 };
                 serde_json::from_str::<&RawValue>(s).is_err()
             });
-            assert!(fault_inside, "serde refuses a frame whose pieces are all JSON: {text}");
+            assert!(
+                fault_inside,
+                "serde refuses a frame whose pieces are all JSON: {:.300}",
+                text
+            );
         }
     }
     let mut entities = HashMap::new();

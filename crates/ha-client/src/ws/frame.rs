@@ -30,6 +30,8 @@ pub(crate) enum Piece {
 pub(crate) fn split(text: &str, skeleton: &mut String, out: &mut Vec<Piece>) -> bool {
     out.clear();
     let bytes = text.as_bytes();
+    // Several messages only inside an array: `{..},{..}` alone is not JSON (found by fuzzing).
+    let array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut depth = 0usize;
     let mut msg_start = 0;
     let mut gap_start = 0;
@@ -43,7 +45,8 @@ pub(crate) fn split(text: &str, skeleton: &mut String, out: &mut Vec<Piece>) -> 
         if brace == b'{' {
             match depth {
                 0 => {
-                    ok = is_separator(&bytes[gap_start..pos], out.is_empty());
+                    ok = (array || out.is_empty())
+                        && is_separator(&bytes[gap_start..pos], out.is_empty());
                     msg_start = pos;
                     nested = 0;
                 }
@@ -76,10 +79,7 @@ pub(crate) fn split(text: &str, skeleton: &mut String, out: &mut Vec<Piece>) -> 
     ok && !ended_in_string
         && depth == 0
         && !out.is_empty()
-        && is_closing(
-            &bytes[gap_start..],
-            bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'['),
-        )
+        && is_closing(&bytes[gap_start..], array)
 }
 
 /// What may stand before a message: whitespace, and `[` before the first or `,` before the others.
@@ -574,5 +574,15 @@ mod tests {
         let split = by_split(&frame).unwrap();
         assert_eq!(split.len(), 200);
         assert_eq!(Some(split), by_serde(&frame));
+    }
+
+    #[test]
+    fn objects_outside_an_array_are_not_a_frame() {
+        let (mut skeleton, mut out) = (String::new(), Vec::new());
+        let text = r#"{"id":1,"type":"pong"},{"id":2,"type":"pong"}"#;
+        assert!(!split(text, &mut skeleton, &mut out), "{out:?}");
+        let text = r#"[{"id":1,"type":"pong"},{"id":2,"type":"pong"}]"#;
+        assert!(split(text, &mut skeleton, &mut out));
+        assert_eq!(out.len(), 2);
     }
 }
