@@ -443,7 +443,16 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// Parses a config file's text.
 pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim().to_string()))
+    // The line and column, not the line's text: it may hold a secret (a dsn with a password).
+    toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
+        ConfigError(format!("{}{}", at.unwrap_or_default(), e.message().trim()))
+    })
 }
 
 #[cfg(test)]
@@ -514,6 +523,16 @@ mod tests {
             err.contains("SUPERVISOR_TOKEN") && err.contains("token_file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_parse_error_names_the_place_not_the_line() {
+        let err =
+            parse("[[sink]]\nname = \"pg\"\n[sink.postgres]\ndsn = \"password=hunter2 host=x\" x")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
