@@ -157,7 +157,12 @@ fn ha_layout_id(before: &str, after: &str) -> Option<u64> {
         return None;
     }
     let digits = after.strip_prefix(r#","id":"#)?.strip_suffix('}')?;
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // JSON's grammar: no leading zero (`05` is not a number; serde then says so). Found by fuzzing.
+    if digits.is_empty()
+        || digits.len() > 19
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     digits.parse().ok()
@@ -574,6 +579,22 @@ mod tests {
         let split = by_split(&frame).unwrap();
         assert_eq!(split.len(), 200);
         assert_eq!(Some(split), by_serde(&frame));
+    }
+
+    #[test]
+    fn an_id_with_a_leading_zero_is_not_read_as_text() {
+        assert_eq!(
+            ha_layout_id(r#"{"type":"event","event":"#, r#","id":05}"#),
+            None
+        );
+        assert_eq!(
+            ha_layout_id(r#"{"type":"event","event":"#, r#","id":0}"#),
+            Some(0)
+        );
+        assert_eq!(
+            ha_layout_id(r#"{"type":"event","event":"#, r#","id":50}"#),
+            Some(50)
+        );
     }
 
     #[test]
