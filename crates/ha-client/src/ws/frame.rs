@@ -31,7 +31,7 @@ pub(crate) fn split(text: &str, skeleton: &mut String, out: &mut Vec<Piece>) -> 
     out.clear();
     let bytes = text.as_bytes();
     // Several messages only inside an array: `{..},{..}` alone is not JSON (found by fuzzing).
-    let array = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let array = bytes.iter().find(|b| !is_json_space(b)) == Some(&b'[');
     let mut depth = 0usize;
     let mut msg_start = 0;
     let mut gap_start = 0;
@@ -82,9 +82,14 @@ pub(crate) fn split(text: &str, skeleton: &mut String, out: &mut Vec<Piece>) -> 
         && is_closing(&bytes[gap_start..], array)
 }
 
+/// JSON's whitespace: not the form feed that `is_ascii_whitespace` also takes (found by fuzzing).
+fn is_json_space(b: &&u8) -> bool {
+    matches!(**b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// What may stand before a message: whitespace, and `[` before the first or `,` before the others.
 fn is_separator(gap: &[u8], first: bool) -> bool {
-    let mut punct = gap.iter().filter(|b| !b.is_ascii_whitespace());
+    let mut punct = gap.iter().filter(|b| !is_json_space(b));
     let expected = if first { None } else { Some(&b',') };
     match (first, punct.next(), punct.next()) {
         (true, None, None) => true,
@@ -96,7 +101,7 @@ fn is_separator(gap: &[u8], first: bool) -> bool {
 
 /// What may follow the last message: whitespace, and `]` if the frame is an array.
 fn is_closing(tail: &[u8], array: bool) -> bool {
-    let mut punct = tail.iter().filter(|b| !b.is_ascii_whitespace());
+    let mut punct = tail.iter().filter(|b| !is_json_space(b));
     match (punct.next(), punct.next()) {
         (None, None) => !array,
         (Some(b']'), None) => array,
@@ -595,6 +600,21 @@ mod tests {
             ha_layout_id(r#"{"type":"event","event":"#, r#","id":50}"#),
             Some(50)
         );
+    }
+
+    #[test]
+    fn a_form_feed_is_not_json_whitespace() {
+        let (mut skeleton, mut out) = (String::new(), Vec::new());
+        assert!(!split(
+            "\u{c}{\"id\":1,\"type\":\"pong\"}",
+            &mut skeleton,
+            &mut out
+        ));
+        assert!(split(
+            "\n {\"id\":1,\"type\":\"pong\"}\r\n",
+            &mut skeleton,
+            &mut out
+        ));
     }
 
     #[test]
