@@ -285,38 +285,31 @@ fn run_in(
     let overflow = overflow as u64;
     drop(credit_pipe);
     drop(kids);
-    if spec.flood {
+    let (ok, check) = if spec.flood {
         // Every event committed or counted as dropped, or lost to a disconnect (HA drops a reader
         // 4096 messages behind): both are gaps the ingestor records and reads back from HA's
         // history (the firehose has none). And memory within the bound.
         let gaps = m.sum("ha_ingestor_gaps_detected_total", &[]) as u64;
         let accounted = got + overflow == want || (got + overflow < want && gaps > 0);
         let ok = accounted && dups == 0 && rss <= 64 * 1024;
-        return Ok(Row {
-            scenario: spec.name.to_string(),
-            events,
-            events_per_sec: events as f64 / secs.max(1e-9),
-            lag_ms: lag,
-            lag_from_buckets: true,
-            rss_kib: rss,
-            cpu_s_per_m: (cpu1 - cpu0) / (events.max(1) as f64) * 1e6,
-            ok,
-            check: format!(
-                "{}: {want} sent, {got} committed, {overflow} dropped by the client buffer, {} lost \
-                 to disconnects; {gaps} gaps recorded; peak RSS {:.1} MiB (bound 64)",
-                if ok { "ok" } else { "FAILED" },
-                want.saturating_sub(got + overflow),
-                rss as f64 / 1024.0
-            ),
-        });
-    }
-    let ok = got == want && dups == 0 && overflow == 0;
-    let check = if ok {
-        format!("ok: {want} sent = {got} committed ({unchanged} unchanged skipped)")
+        let check = format!(
+            "{}: {want} sent, {got} committed, {overflow} dropped by the client buffer, {} lost \
+             to disconnects; {gaps} gaps recorded; peak RSS {:.1} MiB (bound 64)",
+            if ok { "ok" } else { "FAILED" },
+            want.saturating_sub(got + overflow),
+            rss as f64 / 1024.0
+        );
+        (ok, check)
     } else {
-        format!(
-            "LOST: {want} sent, {got} committed, {overflow} dropped by the client buffer, {dups} duplicates"
-        )
+        let ok = got == want && dups == 0 && overflow == 0;
+        let check = if ok {
+            format!("ok: {want} sent = {got} committed ({unchanged} unchanged skipped)")
+        } else {
+            format!(
+                "LOST: {want} sent, {got} committed, {overflow} dropped by the client buffer, {dups} duplicates"
+            )
+        };
+        (ok, check)
     };
     Ok(Row {
         scenario: spec.name.to_string(),
