@@ -115,6 +115,45 @@ fn v3_record_kinds(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch("CREATE INDEX IF NOT EXISTS events_time ON events (time_fired_us);")
 }
 
+/// Version 4: HA's long-term statistics (`recorder/statistics_during_period`, or HA's recorder
+/// database). One row per (instance, statistic, period, start): re-reading a window adds nothing.
+/// `statistics.id` is the journal sequence of the `statistic` record kind.
+const V4_STATISTICS: &str = r#"
+CREATE TABLE IF NOT EXISTS statistics_meta (
+    id           INTEGER PRIMARY KEY,
+    instance     TEXT NOT NULL,
+    statistic_id TEXT NOT NULL,            -- sensor.x, or source:name for external statistics
+    source       TEXT NOT NULL,            -- 'recorder' or the integration that imports it
+    unit         TEXT,                     -- statistics_unit_of_measurement
+    unit_class   TEXT,
+    mean_type    INTEGER NOT NULL DEFAULT 0, -- 0 none, 1 arithmetic, 2 circular (HA's StatisticMeanType)
+    has_sum      INTEGER NOT NULL,
+    name         TEXT,
+    UNIQUE (instance, statistic_id)
+);
+CREATE TABLE IF NOT EXISTS statistics (
+    id            INTEGER PRIMARY KEY,
+    meta          INTEGER NOT NULL REFERENCES statistics_meta (id),
+    period        TEXT NOT NULL,           -- '5minute' or 'hour'
+    start_us      INTEGER NOT NULL,        -- start of the period, microseconds since the epoch
+    mean          REAL,
+    min           REAL,
+    max           REAL,
+    state         REAL,                    -- for sums: the meter's reading at the period's end
+    sum           REAL,                    -- for sums: the running total since the first row
+    last_reset_us INTEGER,
+    UNIQUE (meta, period, start_us)
+);
+CREATE INDEX IF NOT EXISTS statistics_start ON statistics (start_us);
+CREATE VIEW IF NOT EXISTS statistics_view AS
+SELECT s.id, m.instance, m.statistic_id, m.source, m.unit, m.unit_class, m.name, s.period,
+       strftime('%Y-%m-%dT%H:%M:%SZ', s.start_us / 1e6, 'unixepoch') AS start,
+       s.start_us / 1e6 AS ts,
+       s.mean, s.min, s.max, s.state, s.sum,
+       strftime('%Y-%m-%dT%H:%M:%SZ', s.last_reset_us / 1e6, 'unixepoch') AS last_reset
+FROM statistics s JOIN statistics_meta m ON m.id = s.meta;
+"#;
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
@@ -137,6 +176,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(V1_BASE),
     Migration::Code(|tx| tx.execute_batch(&format!("{V1_BASE}{V2_LAZY_TABLES}"))),
     Migration::Code(v3_record_kinds),
+    Migration::Sql(V4_STATISTICS),
 ];
 
 /// The schema version this build writes.
@@ -226,6 +266,8 @@ mod tests {
             "sink_cursors",
             "dead_letters",
             "import_progress",
+            "statistics_meta",
+            "statistics",
         ] {
             assert!(
                 has_column(&conn, table, "id").unwrap()
