@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::filter::{AttributesConfig, FilterConfig};
+use crate::filter::{AttributeRules, AttributesConfig, EntityFilter, FilterConfig};
 
 /// A configuration problem, naming the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +106,12 @@ pub struct InstanceConfig {
     /// Bytes of events the client buffers when the ingestor falls behind (default 16 MiB); what
     /// does not fit is dropped, recorded as a gap and read back from HA's history.
     pub event_buffer_bytes: Option<usize>,
+    /// `[instance.filter]`: this instance's own entity filter, on top of the global `[filter]`
+    /// (an entity is kept only when both keep it).
+    pub filter: Option<FilterConfig>,
+    /// `[instance.attributes]`: this instance's own attribute rules, on top of the global
+    /// `[attributes]` (an attribute is kept only when both keep it).
+    pub attributes: Option<AttributesConfig>,
     /// A token handed over in memory (the demo, tests, `SUPERVISOR_TOKEN`); never read from the
     /// file.
     #[serde(skip)]
@@ -131,6 +137,8 @@ impl InstanceConfig {
             ca_file: None,
             danger_accept_invalid_certs: false,
             event_buffer_bytes: None,
+            filter: None,
+            attributes: None,
             token: None,
             supervisor: false,
         }
@@ -284,7 +292,39 @@ pub struct Config {
     pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
+/// The rules one instance applies: the global `[filter]` and `[attributes]`, then its own.
+pub fn instance_rules(
+    filter: &FilterConfig,
+    attributes: &AttributesConfig,
+    inst: &InstanceConfig,
+) -> Result<(EntityFilter, AttributeRules), ConfigError> {
+    let global = EntityFilter::new(filter).map_err(|e| ConfigError(format!("filter: {e}")))?;
+    let filter = match &inst.filter {
+        Some(own) => global.and(
+            EntityFilter::new(own)
+                .map_err(|e| ConfigError(format!("instance '{}'.filter: {e}", inst.name)))?,
+        ),
+        None => global,
+    };
+    if let Some(own) = &inst.attributes {
+        // Checked alone first, so that an error names the table it is in.
+        AttributeRules::new(own)
+            .map_err(|e| ConfigError(format!("instance '{}'.attributes: {e}", inst.name)))?;
+    }
+    let attributes = AttributeRules::layered(attributes, inst.attributes.as_ref())
+        .map_err(|e| ConfigError(format!("attributes: {e}")))?;
+    Ok((filter, attributes))
+}
+
 impl Config {
+    /// The entity filter and attribute rules of one instance (see [`instance_rules`]).
+    pub fn rules_for(
+        &self,
+        inst: &InstanceConfig,
+    ) -> Result<(EntityFilter, AttributeRules), ConfigError> {
+        instance_rules(&self.filter, &self.attributes, inst)
+    }
+
     /// Where `/metrics` and `/health` listen unless `metrics_addr` says otherwise.
     pub const DEFAULT_METRICS_ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
@@ -376,6 +416,7 @@ impl Config {
                     "{key}: set only one of token_file, token_env and oauth_state_file"
                 )));
             }
+            instance_rules(&file.filter, &file.attributes, inst)?;
         }
         let mut sink_names = std::collections::HashSet::new();
         for (i, sink) in file.sinks.iter().enumerate() {
@@ -458,6 +499,33 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_instance_rule_names_its_instance() {
+        let resolve = |text: &str| Config::resolve(parse(text).unwrap(), Overrides::default());
+        let e = resolve(
+            r#"
+            [[instance]]
+            name = "cabin"
+            url = "http://cabin:8123"
+            [instance.filter.include]
+            entities = ["Not An Entity"]
+            "#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("instance 'cabin'.filter"), "{e}");
+        let e = resolve(
+            r#"
+            [[instance]]
+            name = "cabin"
+            url = "http://cabin:8123"
+            [[instance.attributes.entity]]
+            match = "sensor.[x"
+            "#,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("instance 'cabin'.attributes"), "{e}");
+    }
 
     #[test]
     fn file_then_env_then_flags() {

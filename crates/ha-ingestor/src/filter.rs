@@ -71,6 +71,8 @@ pub struct EntityFilter {
     case: Case,
     include: Matchers,
     exclude: Matchers,
+    /// A second filter an entity must also pass: an instance's own filter on top of the global one.
+    also: Option<Box<EntityFilter>>,
 }
 
 /// HA's six cases, picked once from which lists are non-empty.
@@ -158,7 +160,18 @@ impl EntityFilter {
             case,
             include,
             exclude,
+            also: None,
         })
+    }
+
+    /// This filter, then `other`: an entity is kept only when both keep it (an instance's
+    /// `[instance.filter]` on top of the global `[filter]`).
+    pub fn and(mut self, other: EntityFilter) -> EntityFilter {
+        self.also = Some(Box::new(match self.also.take() {
+            None => other,
+            Some(inner) => inner.and(other),
+        }));
+        self
     }
 
     /// Whether HA would record `entity_id`. Allocation-free.
@@ -166,6 +179,10 @@ impl EntityFilter {
     /// Case 5 has a quirk kept on purpose: an entity in *both* entity lists is dropped, unless its
     /// domain or a glob is also excluded, in which case it is kept.
     pub fn allows(&self, entity_id: &str) -> bool {
+        self.allows_here(entity_id) && self.also.as_ref().is_none_or(|f| f.allows(entity_id))
+    }
+
+    fn allows_here(&self, entity_id: &str) -> bool {
         let (inc, exc, id) = (&self.include, &self.exclude, entity_id);
         match self.case {
             Case::All => true,
@@ -267,6 +284,9 @@ pub struct AttributeRules {
     exclude: HashSet<String>,
     exact: HashMap<String, Rule>,
     globs: Vec<(Glob, Rule)>,
+    /// An instance's own rules on top of these (see [`AttributeRules::layered`]); never layered
+    /// itself.
+    also: Option<Box<AttributeRules>>,
 }
 
 #[derive(Debug, Clone)]
@@ -301,8 +321,28 @@ impl AttributeRules {
         Ok(rules)
     }
 
-    /// The policy for one entity: one hash lookup plus glob matches, borrowing the rules.
+    /// The global rules, then an instance's own on top: an attribute is kept only when both keep
+    /// it (so an instance can drop more, never bring back what the global rules drop).
+    pub fn layered(
+        global: &AttributesConfig,
+        own: Option<&AttributesConfig>,
+    ) -> Result<Self, FilterError> {
+        let mut rules = Self::new(global)?;
+        if let Some(own) = own {
+            rules.also = Some(Box::new(Self::new(own)?));
+        }
+        Ok(rules)
+    }
+
+    /// The policy for one entity: one hash lookup plus glob matches per layer, borrowing the rules.
     pub fn for_entity(&self, entity_id: &str) -> AttributePolicy<'_> {
+        AttributePolicy {
+            first: self.layer_for(entity_id),
+            second: self.also.as_ref().map(|a| a.layer_for(entity_id)),
+        }
+    }
+
+    fn layer_for(&self, entity_id: &str) -> Layer<'_> {
         let globs = self
             .globs
             .iter()
@@ -317,7 +357,7 @@ impl AttributeRules {
                 break;
             }
         }
-        AttributePolicy {
+        Layer {
             include: include.or(self.include.as_ref()),
             exclude: &self.exclude,
             extra_exclude,
@@ -328,24 +368,42 @@ impl AttributeRules {
 /// Which attributes of one entity are kept; see [`AttributesConfig`] for the rules.
 #[derive(Debug, Clone, Copy)]
 pub struct AttributePolicy<'a> {
+    first: Layer<'a>,
+    /// The instance's own layer, if it has rules.
+    second: Option<Layer<'a>>,
+}
+
+/// One layer's verdict for one entity.
+#[derive(Debug, Clone, Copy)]
+struct Layer<'a> {
     include: Option<&'a HashSet<String>>,
     exclude: &'a HashSet<String>,
     extra_exclude: Option<&'a HashSet<String>>,
 }
 
-impl AttributePolicy<'_> {
-    /// True when every attribute is kept, so callers can skip filtering.
-    pub fn keeps_all(&self) -> bool {
+impl Layer<'_> {
+    fn keeps_all(&self) -> bool {
         self.include.is_none()
             && self.exclude.is_empty()
             && self.extra_exclude.is_none_or(HashSet::is_empty)
     }
 
-    /// Whether the attribute `name` is kept.
-    pub fn keeps(&self, name: &str) -> bool {
+    fn keeps(&self, name: &str) -> bool {
         self.include.is_none_or(|s| s.contains(name))
             && !self.exclude.contains(name)
             && !self.extra_exclude.is_some_and(|s| s.contains(name))
+    }
+}
+
+impl AttributePolicy<'_> {
+    /// True when every attribute is kept, so callers can skip filtering.
+    pub fn keeps_all(&self) -> bool {
+        self.first.keeps_all() && self.second.is_none_or(|l| l.keeps_all())
+    }
+
+    /// Whether the attribute `name` is kept.
+    pub fn keeps(&self, name: &str) -> bool {
+        self.first.keeps(name) && self.second.is_none_or(|l| l.keeps(name))
     }
 
     /// Drops the attributes that are not kept, in place.
@@ -627,6 +685,54 @@ mod tests {
             AttributeRules::default()
                 .for_entity("sensor.temp")
                 .keeps_all()
+        );
+    }
+
+    #[test]
+    fn an_instance_filter_narrows_the_global_one() {
+        // Global: everything but `switch`; the instance: only `sensor` and `light.porch`.
+        let global = filter("", "switch | |").unwrap();
+        let own = filter("sensor | light.porch |", "").unwrap();
+        let both = global.clone().and(own);
+        let verdicts: Vec<bool> = ["sensor.a", "light.porch", "light.hall", "switch.x"]
+            .iter()
+            .map(|id| both.allows(id))
+            .collect();
+        assert_eq!(verdicts, [true, true, false, false]);
+        // The global one alone is unchanged by being layered.
+        assert!(global.allows("light.hall"));
+        // An instance cannot bring back what the global filter drops.
+        let wide = filter("switch | |", "").unwrap();
+        assert!(!global.and(wide).allows("switch.x"));
+    }
+
+    #[test]
+    fn instance_attribute_rules_drop_more_never_less() {
+        let global: AttributesConfig = toml::from_str("exclude = [\"icon\"]").unwrap();
+        let own: AttributesConfig = toml::from_str(
+            "exclude = [\"entity_picture\"]\n[[entity]]\nmatch = \"sensor.*\"\ninclude = [\"unit_of_measurement\", \"icon\"]",
+        )
+        .unwrap();
+        let rules = AttributeRules::layered(&global, Some(&own)).unwrap();
+        let names = [
+            "icon",
+            "entity_picture",
+            "unit_of_measurement",
+            "friendly_name",
+        ];
+        assert_eq!(
+            kept(&rules, "light.x", &names),
+            ["unit_of_measurement", "friendly_name"]
+        );
+        // The instance's include does not bring back the globally excluded `icon`.
+        assert_eq!(kept(&rules, "sensor.x", &names), ["unit_of_measurement"]);
+        assert!(!rules.for_entity("light.x").keeps_all());
+        let plain = AttributeRules::layered(&AttributesConfig::default(), None).unwrap();
+        assert!(plain.for_entity("light.x").keeps_all());
+        let no_own = AttributeRules::layered(&global, Some(&AttributesConfig::default())).unwrap();
+        assert_eq!(
+            kept(&no_own, "light.x", &names),
+            ["entity_picture", "unit_of_measurement", "friendly_name"]
         );
     }
 

@@ -61,13 +61,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), RunError> {
-    let filter = Arc::new(
-        EntityFilter::new(&config.filter).map_err(|e| RunError::Config(format!("filter: {e}")))?,
-    );
-    let attributes = Arc::new(
-        AttributeRules::new(&config.attributes)
-            .map_err(|e| RunError::Config(format!("attributes: {e}")))?,
-    );
+    // Each instance's rules: the global ones, then its own.
+    let mut rules = std::collections::HashMap::new();
+    for inst in &config.instances {
+        let (filter, attributes) = config.rules_for(inst).map_err(|e| RunError::Config(e.0))?;
+        rules.insert(inst.name.clone(), (Arc::new(filter), Arc::new(attributes)));
+    }
     let (tx, rx) = mpsc::channel(config.store.queue_capacity);
     let health = Arc::new(Health::default());
     // Remote sinks are built first, so a bad sink config stops us before anything runs.
@@ -115,9 +114,9 @@ pub async fn run(
         sink_tasks.spawn(runner.run(sinks_stop_rx.clone()));
     }
     health.set_ready_when_any(config.ready_when == crate::config::ReadyWhen::Any);
-    let context = || SourceContext {
-        filter: filter.clone(),
-        attributes: attributes.clone(),
+    let context = |name: &str| SourceContext {
+        filter: rules[name].0.clone(),
+        attributes: rules[name].1.clone(),
         tx: tx.clone(),
         health: health.clone(),
         db: config.db.clone(),
@@ -126,7 +125,11 @@ pub async fn run(
     let mut sources = JoinSet::new();
     for inst in config.instances.clone() {
         metrics::gauge!("ha_ingestor_instance_up", "instance" => inst.name.clone()).set(1.0);
-        sources.spawn(run_source(inst, context(), stop_rx.clone()));
+        sources.spawn(run_source(
+            inst.clone(),
+            context(&inst.name),
+            stop_rx.clone(),
+        ));
     }
     if let Some(ready) = ready {
         let _ = ready.send(bound);
@@ -157,7 +160,7 @@ pub async fn run(
                     health.set_failed(&name, e.to_string());
                     metrics::gauge!("ha_ingestor_instance_up", "instance" => name.clone()).set(0.0);
                     if let Some(inst) = config.instances.iter().find(|i| i.name == name) {
-                        let (inst, ctx, stop) = (inst.clone(), context(), stop_rx.clone());
+                        let (inst, ctx, stop) = (inst.clone(), context(&inst.name), stop_rx.clone());
                         sources.spawn(async move {
                             if !wait_for_new_credentials(&inst, stop.clone()).await {
                                 return Ok(());

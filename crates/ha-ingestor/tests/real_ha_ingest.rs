@@ -32,6 +32,8 @@ async fn five_hundred_changes_are_stored_exactly() {
             ca_file: None,
             danger_accept_invalid_certs: false,
             event_buffer_bytes: None,
+            filter: None,
+            attributes: None,
             token: None,
             supervisor: false,
         }],

@@ -215,3 +215,137 @@ async fn exit_on_instance_failure_keeps_the_single_instance_behaviour() {
     };
     assert_eq!(status.code(), Some(3), "{}", process::log_tail(&log));
 }
+
+/// (entity_id, state, attributes JSON) of every row `instance` stored, sorted.
+fn stored_with_attributes(db: &Path, instance: &str) -> Vec<(String, String, String)> {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(
+        "SELECT e.entity_id, s.state, coalesce(a.json, '') FROM states s \
+         JOIN entities e ON e.id = s.entity LEFT JOIN attributes a ON a.id = s.attributes \
+         WHERE e.instance = ?1 AND e.entity_id != 'sensor.rules_probe'",
+    ) else {
+        return Vec::new();
+    };
+    let mut rows: Vec<_> = stmt
+        .query_map([instance], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Two homes, each with its own `[instance.filter]` and `[instance.attributes]` on top of the
+/// global ones: each stores exactly its own entities, with its own attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_applies_its_own_filter_and_attribute_rules_on_top_of_the_global_ones() {
+    let north = Sim::start(SimConfig::default()).await.unwrap();
+    let south = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    std::fs::write(dir.path().join("north-token"), &north.config().admin_token).unwrap();
+    std::fs::write(dir.path().join("south-token"), &south.config().admin_token).unwrap();
+    let config = dir.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+db = "{db}"
+metrics_addr = "127.0.0.1:{metrics}"
+backfill = false
+[filter.exclude]
+entity_globs = ["sensor.noise_*"]
+[attributes]
+exclude = ["icon"]
+[store]
+flush_interval_ms = 50
+
+[[instance]]
+name = "north"
+url = "{north}"
+token_file = "{dir}/north-token"
+[instance.filter.include]
+domains = ["sensor"]
+[instance.attributes]
+exclude = ["secret"]
+
+[[instance]]
+name = "south"
+url = "{south}"
+token_file = "{dir}/south-token"
+[instance.filter.include]
+domains = ["light"]
+entities = ["sensor.rules_probe"]
+"#,
+            db = dir.path().join("rules.db").display(),
+            dir = dir.path().display(),
+            north = north.url(),
+            south = south.url(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("rules.log");
+    let mut ingestor = spawn_ingestor(&config, &log);
+    let db = dir.path().join("rules.db");
+    // Live once a probe of each home is stored (north keeps sensors; south lists the probe).
+    let mut k = 0;
+    until("both instances store their probe", &log, WAIT, async || {
+        k += 1;
+        for sim in [&north, &south] {
+            sim.set_state("sensor.rules_probe", &k.to_string(), json!({}));
+        }
+        let conn = rusqlite::Connection::open(&db);
+        let probes: i64 = conn
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(DISTINCT e.instance) FROM states s JOIN entities e ON e.id = s.entity \
+                     WHERE e.entity_id = 'sensor.rules_probe'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap_or(0);
+        probes == 2
+    })
+    .await;
+
+    let attrs = json!({"unit_of_measurement": "W", "icon": "mdi:x", "secret": "s"});
+    for sim in [&north, &south] {
+        for i in 0..3 {
+            sim.set_state("sensor.power", &i.to_string(), attrs.clone());
+            sim.set_state("sensor.noise_1", &i.to_string(), attrs.clone());
+            sim.set_state(
+                "light.porch",
+                if i % 2 == 0 { "on" } else { "off" },
+                attrs.clone(),
+            );
+            sim.set_state("switch.pump", "on", attrs.clone());
+        }
+    }
+    // North: sensors (its own filter) but not the globally excluded noise; without `icon`
+    // (global) and `secret` (its own). South: lights, without `icon` only.
+    let north_attrs = r#"{"unit_of_measurement":"W"}"#.to_string();
+    let south_attrs = r#"{"unit_of_measurement":"W","secret":"s"}"#.to_string();
+    let row = |e: &str, s: &str, a: &String| (e.to_string(), s.to_string(), a.clone());
+    let want_north = vec![
+        row("sensor.power", "0", &north_attrs),
+        row("sensor.power", "1", &north_attrs),
+        row("sensor.power", "2", &north_attrs),
+    ];
+    let want_south = vec![
+        row("light.porch", "off", &south_attrs),
+        row("light.porch", "on", &south_attrs),
+        row("light.porch", "on", &south_attrs),
+    ];
+    until("each home's rows", &log, WAIT, async || {
+        stored_with_attributes(&db, "north") == want_north
+            && stored_with_attributes(&db, "south") == want_south
+    })
+    .await;
+    let _ = ingestor.child.kill();
+    let _ = ingestor.child.wait();
+}

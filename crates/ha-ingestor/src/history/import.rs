@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::{OVERLAP_US, iso, read_history, slices};
 use crate::config::Config;
 use crate::credentials::{tls_options, token_source};
-use crate::filter::{AttributeRules, EntityFilter};
+use crate::filter::EntityFilter;
 use crate::run::RunError;
 use crate::store::progress::ImportProgress;
 use crate::store::{WriterConfig, spawn_writer};
@@ -98,12 +98,6 @@ fn parse_time_or_duration(text: &str, now_us: i64) -> Result<i64, String> {
 /// Imports HA's history for every configured instance into the store.
 pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSummary, RunError> {
     let started = Instant::now();
-    let filter =
-        EntityFilter::new(&config.filter).map_err(|e| RunError::Config(format!("filter: {e}")))?;
-    let rules = Arc::new(
-        AttributeRules::new(&config.attributes)
-            .map_err(|e| RunError::Config(format!("attributes: {e}")))?,
-    );
     let (tx, rx) = mpsc::channel(config.store.queue_capacity);
     // Counts records the writer has committed (inserted or not), so a slice is marked done only
     // after its rows are durable.
@@ -134,6 +128,8 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
     let mut summary = ImportSummary::default();
     for inst in &config.instances {
         let name: Arc<str> = Arc::from(inst.name.as_str());
+        // The instance's own rules on top of the global ones, as the live source applies them.
+        let (filter, rules) = config.rules_for(inst).map_err(|e| RunError::Config(e.0))?;
         let tokens = token_source(inst)?;
         let tls =
             tls_options(inst).map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
