@@ -17,6 +17,8 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/usr/local/bin" "$root/etc/systemd/system" "$root/usr/lib/systemd"
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 install -m 0755 "$binary" "$root/usr/local/bin/ha-ingestor"
+# ExecReload's kill (procps, on every Debian install but the smallest container roots).
+install -D -m 0755 "$(type -P kill)" "$root/bin/kill"
 install -m 0644 "$here/ha-ingestor.service" "$root/etc/systemd/system/ha-ingestor.service"
 
 systemd-analyze --version | head -n 1

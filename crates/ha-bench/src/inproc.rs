@@ -405,6 +405,7 @@ async fn pipeline(spec: Spec, timing: Timing) -> Result<Row, String> {
             health: health.clone(),
             db: db.clone(),
             backfill: None,
+            generation: 0,
         };
         sources.push(tokio::spawn(run_source(inst, ctx, stop_rx.clone())));
     }

@@ -144,6 +144,26 @@ impl InstanceConfig {
         }
     }
 
+    /// Whether `other` would run exactly like this one (a reload restarts an instance only when it
+    /// changed). Tokens are compared by value; a token *file* whose content changed is picked up
+    /// by the failed-instance restart, not here.
+    pub fn same_as(&self, other: &InstanceConfig) -> bool {
+        let token = |i: &InstanceConfig| i.token.as_ref().map(|t| t.expose().to_string());
+        self.name == other.name
+            && self.url == other.url
+            && self.token_file == other.token_file
+            && self.token_env == other.token_env
+            && self.oauth_state_file == other.oauth_state_file
+            && self.subscribe == other.subscribe
+            && self.ca_file == other.ca_file
+            && self.danger_accept_invalid_certs == other.danger_accept_invalid_certs
+            && self.event_buffer_bytes == other.event_buffer_bytes
+            && self.filter == other.filter
+            && self.attributes == other.attributes
+            && token(self) == token(other)
+            && self.supervisor == other.supervisor
+    }
+
     /// An instance with a URL and an in-memory token.
     pub fn with_token(name: &str, url: &str, token: ha_client::Secret) -> Self {
         InstanceConfig {
@@ -292,6 +312,57 @@ pub struct Config {
     pub sinks: Vec<crate::sink::SinkConfig>,
 }
 
+/// Checks a sink's `instances` against the configured ones and settles what depends on how many
+/// feed it: the HA-compatible InfluxDB output's `instance` tag (on with several, so two homes'
+/// `sensor.power` stay apart; off with one, so the output stays exactly HA's), and LTSS, whose
+/// table has no instance column (one home per LTSS sink).
+fn sink_instances(
+    key: &str,
+    sink: &mut crate::sink::SinkConfig,
+    instances: &[InstanceConfig],
+) -> Result<(), ConfigError> {
+    let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    let feeding = match &sink.instances {
+        None => names.len(),
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError(format!(
+                "{key}.instances is empty: list the instances that feed this sink, or remove the key for all of them"
+            )));
+        }
+        Some(list) => {
+            if let Some(unknown) = list.iter().find(|n| !names.contains(&n.as_str())) {
+                return Err(ConfigError(format!(
+                    "{key}.instances: no instance is named '{unknown}' (the instances are: {})",
+                    names.join(", ")
+                )));
+            }
+            list.iter().collect::<std::collections::HashSet<_>>().len()
+        }
+    };
+    match &mut sink.kind {
+        crate::sink::SinkKind::Influxdb(c) => {
+            let tag = *c.instance_tag.get_or_insert(feeding > 1);
+            if tag
+                && c.schema == crate::sink::influx::InfluxSchema::Ha
+                && c.ha.tags.contains_key("instance")
+            {
+                return Err(ConfigError(format!(
+                    "{key}: [sink.influxdb.ha.tags] sets a static `instance` tag, which would hide the                      instance each point comes from ({feeding} instances feed this sink); remove it,                      or set instance_tag = false"
+                )));
+            }
+        }
+        crate::sink::SinkKind::Postgres(c)
+            if c.schema == crate::sink::postgres::PostgresSchema::Ltss && feeding > 1 =>
+        {
+            return Err(ConfigError(format!(
+                "{key}: the LTSS table has no instance column, so {feeding} instances would                  overwrite each other's entities; give each instance an LTSS sink of its own                  (instances = [\"name\"], each to its own database), or use schema = \"normalized\",                  which has an instance column"
+            )));
+        }
+        crate::sink::SinkKind::Postgres(_) => {}
+    }
+    Ok(())
+}
+
 /// The rules one instance applies: the global `[filter]` and `[attributes]`, then its own.
 pub fn instance_rules(
     filter: &FilterConfig,
@@ -419,8 +490,10 @@ impl Config {
             instance_rules(&file.filter, &file.attributes, inst)?;
         }
         let mut sink_names = std::collections::HashSet::new();
-        for (i, sink) in file.sinks.iter().enumerate() {
+        let mut sinks = file.sinks;
+        for (i, sink) in sinks.iter_mut().enumerate() {
             let key = format!("sink[{i}] ('{}')", sink.name);
+            sink_instances(&key, sink, &instances)?;
             if sink.name.trim().is_empty() || sink.name == "sqlite" {
                 return Err(ConfigError(format!(
                     "{key}: give the sink a name (not empty, not 'sqlite')"
@@ -466,7 +539,7 @@ impl Config {
                 true => ReadyWhen::Any,
             }),
             backfill_settings: crate::history::gap_fill::BackfillConfig::default(),
-            sinks: file.sinks,
+            sinks,
         })
     }
 }
@@ -499,6 +572,114 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two instances and the given `[[sink]]` tables.
+    fn two_homes(sinks: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            r#"
+            [[instance]]
+            name = "north"
+            url = "http://north:8123"
+            [[instance]]
+            name = "south"
+            url = "http://south:8123"
+            {sinks}
+            "#
+        );
+        Config::resolve(parse(&text)?, Overrides::default())
+    }
+
+    fn instance_tag(c: &Config, sink: usize) -> Option<bool> {
+        match &c.sinks[sink].kind {
+            crate::sink::SinkKind::Influxdb(i) => i.instance_tag,
+            crate::sink::SinkKind::Postgres(_) => None,
+        }
+    }
+
+    #[test]
+    fn the_instance_dimension_follows_how_many_instances_feed_a_sink() {
+        let c = two_homes(
+            r#"
+            [[sink]]
+            name = "both"
+            [sink.influxdb]
+            url = "http://influx:8086"
+            [[sink]]
+            name = "north_only"
+            instances = ["north"]
+            [sink.influxdb]
+            url = "http://influx:8086"
+            [[sink]]
+            name = "forced"
+            instances = ["north"]
+            [sink.influxdb]
+            url = "http://influx:8086"
+            instance_tag = true
+            [[sink]]
+            name = "ltss_north"
+            instances = ["north"]
+            [sink.postgres]
+            dsn = "host=pg"
+            schema = "ltss"
+            "#,
+        )
+        .unwrap();
+        let tags: Vec<Option<bool>> = (0..3).map(|i| instance_tag(&c, i)).collect();
+        assert_eq!(tags, [Some(true), Some(false), Some(true)]);
+        assert_eq!(
+            c.sinks[1].instances.as_deref(),
+            Some(&["north".to_string()][..])
+        );
+
+        let e = two_homes(
+            "[[sink]]\nname = \"l\"\n[sink.postgres]\ndsn = \"host=pg\"\nschema = \"ltss\"",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("LTSS") && e.0.contains("instances = [\"name\"]"),
+            "{e}"
+        );
+        let e = two_homes(
+            "[[sink]]\nname = \"x\"\ninstances = [\"west\"]\n[sink.influxdb]\nurl = \"http://i:8086\"",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("no instance is named 'west'") && e.0.contains("north, south"),
+            "{e}"
+        );
+        let e = two_homes(
+            "[[sink]]\nname = \"x\"\ninstances = []\n[sink.influxdb]\nurl = \"http://i:8086\"",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("instances is empty"), "{e}");
+        let e = two_homes(
+            "[[sink]]\nname = \"x\"\n[sink.influxdb]\nurl = \"http://i:8086\"\n[sink.influxdb.ha.tags]\ninstance = \"mine\"",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("static `instance` tag"), "{e}");
+    }
+
+    #[test]
+    fn one_instance_keeps_the_ha_output_without_an_instance_tag() {
+        let c = Config::resolve(
+            parse(
+                r#"
+                [[instance]]
+                url = "http://ha:8123"
+                [[sink]]
+                name = "influx"
+                [sink.influxdb]
+                url = "http://influx:8086"
+                [sink.influxdb.ha.tags]
+                instance = "mine"
+                "#,
+            )
+            .unwrap(),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(instance_tag(&c, 0), Some(false));
+    }
 
     #[test]
     fn a_bad_instance_rule_names_its_instance() {

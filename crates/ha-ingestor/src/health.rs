@@ -36,6 +36,10 @@ struct CommitHealth {
 
 #[derive(Clone, Serialize, Default)]
 struct InstanceHealth {
+    /// Which start of the instance this entry belongs to (see [`Health::register`]); 0 for
+    /// entries of callers that do not register.
+    #[serde(skip)]
+    generation: u64,
     connected: bool,
     ha_version: Option<String>,
     /// Stopped for good (a refused token, say) and why; the others go on.
@@ -93,10 +97,48 @@ impl Health {
         });
     }
 
-    /// Records an instance's connection state.
-    pub fn set_connected(&self, instance: &str, connected: bool, ha_version: Option<String>) {
+    /// Drops an instance that no longer exists (removed by a reload).
+    pub fn forget(&self, instance: &str) {
         let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(instance.to_string()).or_default();
+        map.remove(instance);
+        metrics::gauge!("ha_ingestor_connected", "instance" => instance.to_string()).set(0.0);
+    }
+
+    /// An instance (re)started as `generation`: listed, not connected yet. Reports of an earlier
+    /// start of the same name (a task a reload replaced, still closing) are ignored from now on.
+    pub fn register(&self, instance: &str, generation: u64) {
+        let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(
+            instance.to_string(),
+            InstanceHealth {
+                generation,
+                ..InstanceHealth::default()
+            },
+        );
+        metrics::gauge!("ha_ingestor_connected", "instance" => instance.to_string()).set(0.0);
+    }
+
+    /// Records an instance's connection state (and `ha_ingestor_connected`).
+    pub fn set_connected(&self, instance: &str, connected: bool, ha_version: Option<String>) {
+        self.set_connected_as(instance, 0, connected, ha_version);
+    }
+
+    /// [`Health::set_connected`] from the start `generation` of the instance: ignored when that
+    /// start was replaced or removed (0: from a caller that does not register).
+    pub fn set_connected_as(
+        &self,
+        instance: &str,
+        generation: u64,
+        connected: bool,
+        ha_version: Option<String>,
+    ) {
+        let mut map = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = match map.get_mut(instance) {
+            Some(e) if generation == 0 || e.generation == generation => e,
+            Some(_) => return,
+            None if generation == 0 => map.entry(instance.to_string()).or_default(),
+            None => return,
+        };
         entry.connected = connected;
         if connected {
             entry.failed = None;
@@ -104,6 +146,8 @@ impl Health {
         if ha_version.is_some() {
             entry.ha_version = ha_version;
         }
+        metrics::gauge!("ha_ingestor_connected", "instance" => instance.to_string())
+            .set(if connected { 1.0 } else { 0.0 });
     }
 
     /// Records the sink failing.

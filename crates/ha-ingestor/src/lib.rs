@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod glob;
 pub mod health;
 pub mod history;
+pub mod instances;
 pub mod record;
 pub mod run;
 pub mod sink;

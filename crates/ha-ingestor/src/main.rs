@@ -434,13 +434,21 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 log_format: cli.log_format,
                 supervisor: SupervisorAccess::from_env(),
             };
-            let mut config =
-                Config::load(cli.config.as_deref(), overrides).map_err(|e| (2, e.to_string()))?;
-            tools::apply_tls_overrides(&mut config, conn.ca_file, conn.insecure)
-                .map_err(|e| (2, format!("configuration: {e}")))?;
+            // The same reading at start and at each SIGHUP: the file, the environment, the flags.
+            let file = cli.config.clone();
+            let load = move || -> Result<Config, String> {
+                let mut config =
+                    Config::load(file.as_deref(), overrides.clone()).map_err(|e| e.to_string())?;
+                tools::apply_tls_overrides(&mut config, conn.ca_file.clone(), conn.insecure)
+                    .map_err(|e| format!("configuration: {e}"))?;
+                Ok(config)
+            };
+            let config = load().map_err(|e| (2, e))?;
             init_logging(config.log_format, "info");
             let metrics = ha_ingestor::health::install_metrics().map_err(|e| (1, e))?;
-            ha_ingestor::run::run(config, metrics, shutdown_signal(), None)
+            let reloads =
+                reload_on_sighup(move || load().map_err(ha_ingestor::config::ConfigError));
+            ha_ingestor::run::run_with_reloads(config, metrics, shutdown_signal(), None, reloads)
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))
         }
@@ -624,6 +632,33 @@ fn init_logging(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Reads the configuration again at each SIGHUP and hands it to the service (`None` where there
+/// are no signals, or SIGHUP cannot be caught).
+fn reload_on_sighup(
+    load: impl Fn() -> Result<Config, ha_ingestor::config::ConfigError> + Send + 'static,
+) -> Option<tokio::sync::mpsc::Receiver<ha_ingestor::run::Reload>> {
+    #[cfg(unix)]
+    {
+        let mut hup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reading the configuration again");
+                if tx.send(load()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = load;
+        None
     }
 }
 

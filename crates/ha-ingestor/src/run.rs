@@ -3,16 +3,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::health::{self, Health};
-use crate::source::{SourceContext, SourceError, run_source};
+use crate::instances::Instances;
+use crate::source::SourceError;
 use crate::store::{StoreError, WriterConfig, spawn_writer};
 
 /// Why the service stopped with an error. Each kind has its own exit code.
@@ -61,12 +62,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), RunError> {
-    // Each instance's rules: the global ones, then its own.
-    let mut rules = std::collections::HashMap::new();
-    for inst in &config.instances {
-        let (filter, attributes) = config.rules_for(inst).map_err(|e| RunError::Config(e.0))?;
-        rules.insert(inst.name.clone(), (Arc::new(filter), Arc::new(attributes)));
-    }
+    run_with_reloads(config, metrics, shutdown, ready, None).await
+}
+
+/// A configuration read again while running (SIGHUP), or why it could not be read.
+pub type Reload = Result<Config, ConfigError>;
+
+/// [`run`], and each configuration that arrives on `reloads` is applied: instances added,
+/// removed or changed start, stop or restart, the others run on (see [`Instances::reload`]).
+/// Keys read only at start (`db`, `metrics_addr`, `[store]`, sinks) are reported when they
+/// changed; a configuration with an error is refused whole and the running one kept.
+pub async fn run_with_reloads(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+    mut reloads: Option<mpsc::Receiver<Reload>>,
+) -> Result<(), RunError> {
     let (tx, rx) = mpsc::channel(config.store.queue_capacity);
     let health = Arc::new(Health::default());
     // Remote sinks are built first, so a bad sink config stops us before anything runs.
@@ -96,7 +108,6 @@ pub async fn run(
     tracing::info!(db = %config.db.display(), metrics = %format!("http://{bound}/metrics"), "ha-ingestor running");
     spawn_db_size_gauge(config.db.clone());
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (sinks_stop_tx, sinks_stop_rx) = watch::channel(false);
     let mut sink_tasks = JoinSet::new();
     for (sc, sink, filter, attributes) in remote {
@@ -106,6 +117,7 @@ pub async fn run(
             journal: config.db.clone(),
             filter,
             attributes,
+            instances: sc.instances.clone(),
             batch_size: sc.batch_size,
             start: sc.start,
             commits: commits_rx.clone(),
@@ -114,23 +126,9 @@ pub async fn run(
         sink_tasks.spawn(runner.run(sinks_stop_rx.clone()));
     }
     health.set_ready_when_any(config.ready_when == crate::config::ReadyWhen::Any);
-    let context = |name: &str| SourceContext {
-        filter: rules[name].0.clone(),
-        attributes: rules[name].1.clone(),
-        tx: tx.clone(),
-        health: health.clone(),
-        db: config.db.clone(),
-        backfill: config.backfill.then(|| config.backfill_settings.clone()),
-    };
-    let mut sources = JoinSet::new();
-    for inst in config.instances.clone() {
-        metrics::gauge!("ha_ingestor_instance_up", "instance" => inst.name.clone()).set(1.0);
-        sources.spawn(run_source(
-            inst.clone(),
-            context(&inst.name),
-            stop_rx.clone(),
-        ));
-    }
+    let mut instances =
+        Instances::start(&config, tx, health.clone()).map_err(|e| RunError::Config(e.0))?;
+    let mut exit_on_instance_failure = config.exit_on_instance_failure;
     if let Some(ready) = ready {
         let _ = ready.send(bound);
     }
@@ -149,29 +147,32 @@ pub async fn run(
                 tracing::info!("shutting down: flushing");
                 break;
             }
-            Some(done) = sources.join_next() => match done {
+            Some(reload) = next_reload(&mut reloads) => match reload.and_then(|new| {
+                instances.reload(&new).map(|summary| (new, summary))
+            }) {
+                Ok((new, summary)) => {
+                    exit_on_instance_failure = new.exit_on_instance_failure;
+                    health.set_ready_when_any(new.ready_when == crate::config::ReadyWhen::Any);
+                    for key in needs_restart(&config, &new) {
+                        tracing::warn!(key, "reload: this key changed but is read only at start; restart the ingestor to apply it");
+                    }
+                    tracing::info!(added = ?summary.added, removed = ?summary.removed, restarted = ?summary.restarted, "configuration reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),
+            },
+            Some(done) = instances.join_next() => match done {
+                Ok((name, generation, _)) if !instances.is_current(&name, generation) => {
+                    // A task a reload replaced or removed.
+                }
                 // Only when the writer is gone (shutting down).
-                Ok(Ok(())) => break,
-                Ok(Err(e)) if !config.exit_on_instance_failure => {
+                Ok((_, _, Ok(()))) => break,
+                Ok((name, _, Err(e))) if !exit_on_instance_failure => {
                     // One instance's final failure stops that instance only; it is started again
                     // when its token file changes (never in a loop: HA bans addresses).
-                    let name = e.instance().to_string();
                     tracing::error!(instance = %name, error = %e, "the instance stopped; the others go on");
-                    health.set_failed(&name, e.to_string());
-                    metrics::gauge!("ha_ingestor_instance_up", "instance" => name.clone()).set(0.0);
-                    if let Some(inst) = config.instances.iter().find(|i| i.name == name) {
-                        let (inst, ctx, stop) = (inst.clone(), context(&inst.name), stop_rx.clone());
-                        sources.spawn(async move {
-                            if !wait_for_new_credentials(&inst, stop.clone()).await {
-                                return Ok(());
-                            }
-                            tracing::info!(instance = %inst.name, "its token file changed: starting it again");
-                            metrics::gauge!("ha_ingestor_instance_up", "instance" => inst.name.clone()).set(1.0);
-                            run_source(inst, ctx, stop).await
-                        });
-                    }
+                    instances.restart_when_credentials_change(&name, &e);
                 }
-                Ok(Err(e)) => {
+                Ok((_, _, Err(e))) => {
                     failure = Some(e.into());
                     break;
                 }
@@ -191,7 +192,7 @@ pub async fn run(
                 };
                 if let Some(e) = e {
                     health.set_sink_error(e.to_string());
-                    let _ = stop_tx.send(true);
+                    // The sources' tasks end with `instances` (aborted: nothing can be stored).
                     let _ = sinks_stop_tx.send(true);
                     return Err(e);
                 }
@@ -200,16 +201,12 @@ pub async fn run(
             }
         }
     }
-    drop(tx);
     #[cfg(unix)]
     crate::systemd::notify("STOPPING=1");
-    let _ = stop_tx.send(true);
-    while let Some(done) = sources.join_next().await {
-        if let Ok(Err(e)) = done
-            && failure.is_none()
-        {
-            failure = Some(e.into());
-        }
+    if let Some(e) = instances.shut_down().await
+        && failure.is_none()
+    {
+        failure = Some(e.into());
     }
     // Every sender is gone now: the writer commits what it holds and ends.
     let written = if writer_done {
@@ -230,41 +227,34 @@ pub async fn run(
     failure.map_or(Ok(()), Err)
 }
 
-/// Waits until the instance's token file (or OAuth state file) changes: `true` then, `false` when
-/// the service stops first. An instance whose token has no file (an environment variable) can only
-/// be fixed by a restart, and waits for the stop.
-async fn wait_for_new_credentials(
-    inst: &crate::config::InstanceConfig,
-    mut stop: watch::Receiver<bool>,
-) -> bool {
-    let files: Vec<std::path::PathBuf> = [&inst.token_file, &inst.oauth_state_file]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-    if files.is_empty() {
-        tracing::warn!(instance = %inst.name, "its token comes from no file: restart the ingestor once it is fixed");
+/// The next reloaded configuration; pending forever without a reload channel.
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<Reload>>) -> Option<Reload> {
+    match reloads {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
-    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
-        files
-            .iter()
-            .map(|f| {
-                let m = std::fs::metadata(f).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            })
-            .collect()
-    };
-    let before = stamp(&files);
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return false,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                if !files.is_empty() && stamp(&files) != before {
-                    return true;
-                }
-            }
-        }
+}
+
+/// The keys read only at start that differ in a reloaded configuration.
+fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if running.db != new.db {
+        keys.push("db");
     }
+    if running.metrics_addr != new.metrics_addr {
+        keys.push("metrics_addr");
+    }
+    if running.log_format != new.log_format {
+        keys.push("log_format");
+    }
+    if format!("{:?}", running.store) != format!("{:?}", new.store) {
+        keys.push("[store]");
+    }
+    // Debug hides secrets, so a changed password alone is not seen here; sinks are read at start.
+    if format!("{:?}", running.sinks) != format!("{:?}", new.sinks) {
+        keys.push("[[sink]]");
+    }
+    keys
 }
 
 fn spawn_db_size_gauge(db: std::path::PathBuf) {

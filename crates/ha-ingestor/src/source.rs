@@ -57,6 +57,8 @@ pub struct SourceContext {
     pub db: std::path::PathBuf,
     /// Gap backfill settings; `None` turns it off.
     pub backfill: Option<crate::history::gap_fill::BackfillConfig>,
+    /// Which start of the instance this is ([`Health::register`]; 0 when not registered).
+    pub generation: u64,
 }
 
 /// Runs one instance until `stop` turns true. Reconnects are handled by the client; only final
@@ -104,8 +106,6 @@ pub async fn run_source(
         })?,
         _ = stop.changed() => return Ok(()),
     };
-    ctx.health.set_connected(&name, true, ws.ha_version());
-    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(1.0);
     tracing::info!(instance = %name, ha_version = ?ws.ha_version(), "connected to Home Assistant");
     let event_type = match inst.subscribe {
         Subscribe::StateChanged => Some("state_changed"),
@@ -136,6 +136,9 @@ pub async fn run_source(
         },
         other => auth_err(other),
     })?;
+    // Connected means receiving: only now is every new change on its way to the store.
+    ctx.health
+        .set_connected_as(&name, ctx.generation, true, ws.ha_version());
     // Subscribed first, so nothing new is missed; then the gap since the last stored row is read.
     let (gap_tx, gap_rx) = mpsc::channel::<crate::history::gap_fill::Gap>(16);
     // A set, so that it is aborted on every way out, early returns included: the worker holds a
@@ -171,13 +174,11 @@ pub async fn run_source(
             _ = stop.changed() => break,
             change = conn.recv() => match change.inspect(|_| conn_read_at = SystemTime::now()) {
                 Ok(ConnectionEvent::Disconnected { reason, .. }) => {
-                    ctx.health.set_connected(&name, false, None);
-                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(0.0);
+                    ctx.health.set_connected_as(&name, ctx.generation, false, None);
                     tracing::warn!(instance = %name, %reason, "disconnected from Home Assistant");
                 }
                 Ok(ConnectionEvent::Reconnected { gap_start, gap_end }) => {
-                    ctx.health.set_connected(&name, true, ws.ha_version());
-                    metrics::gauge!("ha_ingestor_connected", "instance" => name.to_string()).set(1.0);
+                    ctx.health.set_connected_as(&name, ctx.generation, true, ws.ha_version());
                     metrics::counter!("ha_ingestor_reconnects_total", "instance" => name.to_string()).increment(1);
                     metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
                     let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
@@ -197,7 +198,7 @@ pub async fn run_source(
                     metrics::counter!("ha_ingestor_gaps_detected_total", "instance" => name.to_string()).increment(1);
                 }
                 Ok(ConnectionEvent::AuthFailed { message }) => {
-                    ctx.health.set_connected(&name, false, None);
+                    ctx.health.set_connected_as(&name, ctx.generation, false, None);
                     return Err(auth_err(ClientError::AuthInvalid { message }));
                 }
                 Ok(_) => {}
@@ -240,7 +241,8 @@ pub async fn run_source(
     // Rows it already handed over are in the writer's queue and get committed.
     backfill_task.abort_all();
     ws.close();
-    ctx.health.set_connected(&name, false, None);
+    ctx.health
+        .set_connected_as(&name, ctx.generation, false, None);
     Ok(())
 }
 

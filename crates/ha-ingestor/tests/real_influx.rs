@@ -408,3 +408,124 @@ async fn events_reach_the_clean_schema_and_never_the_ha_compatible_one() {
     clean.stop().await;
     ha.stop().await;
 }
+
+/// Rows of `sensor.power` from the instance `instance`.
+fn power(instance: &str, values: &[(i64, &str)]) -> Vec<ha_ingestor::record::Record> {
+    values
+        .iter()
+        .map(|(us, v)| {
+            let mut r = state("sensor.power", v, *us, r#"{"unit_of_measurement":"W"}"#);
+            if let ha_ingestor::record::Record::State(s) = &mut r {
+                s.instance = std::sync::Arc::from(instance);
+            }
+            r
+        })
+        .collect()
+}
+
+/// (instance tag, time µs, value) of every `W` point, sorted.
+async fn power_points(base: &str, db: &str) -> Vec<(String, i64, f64)> {
+    let v: serde_json::Value = reqwest_client()
+        .post(format!("{base}/query"))
+        .form(&[
+            ("db", db),
+            ("q", "SELECT \"value\" FROM \"W\" GROUP BY *"),
+            ("epoch", "u"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for series in v["results"][0]["series"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let instance = series["tags"]["instance"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for p in series["values"].as_array().cloned().unwrap_or_default() {
+            out.push((
+                instance.clone(),
+                p[0].as_i64().unwrap(),
+                p[1].as_f64().unwrap(),
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+/// Two homes, the same entity at the same instants: with both feeding the HA-compatible output it
+/// gets an `instance` tag and every point survives; a sink fed by one home (`instances`) writes
+/// exactly HA's points, without the tag, and only that home's.
+#[tokio::test]
+async fn two_homes_stay_apart_in_the_ha_compatible_output() {
+    let base = env("HA_INGESTOR_INFLUX_URL");
+    let (both, north_only) = (unique("homes"), unique("north"));
+    create_database(&base, &both).await;
+    create_database(&base, &north_only).await;
+    let (t1, t2, t3) = (t(1), t(2), t(3));
+    let mut rows = power("north", &[(t1, "100"), (t2, "200"), (t3, "300")]);
+    rows.extend(power("south", &[(t1, "5"), (t2, "6"), (t3, "7")]));
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal(dir.path(), &rows);
+    // Resolved as a whole file: how many instances feed a sink decides the tag.
+    let file = ha_ingestor::config::parse(&format!(
+        r#"
+        [[instance]]
+        name = "north"
+        url = "http://north.invalid:8123"
+        [[instance]]
+        name = "south"
+        url = "http://south.invalid:8123"
+        [[sink]]
+        name = "both"
+        [sink.influxdb]
+        url = "{base}"
+        database = "{both}"
+        [[sink]]
+        name = "north_only"
+        instances = ["north"]
+        [sink.influxdb]
+        url = "{base}"
+        database = "{north_only}"
+        "#
+    ))
+    .unwrap();
+    let config =
+        ha_ingestor::config::Config::resolve(file, ha_ingestor::config::Overrides::default())
+            .unwrap();
+    let running: Vec<_> = config.sinks.iter().map(|s| start(s, &journal)).collect();
+    for r in &running {
+        r.caught_up(WAIT).await;
+    }
+    let want_both = vec![
+        ("north".to_string(), t1, 100.0),
+        ("north".to_string(), t2, 200.0),
+        ("north".to_string(), t3, 300.0),
+        ("south".to_string(), t1, 5.0),
+        ("south".to_string(), t2, 6.0),
+        ("south".to_string(), t3, 7.0),
+    ];
+    assert_eq!(power_points(&base, &both).await, want_both);
+    let want_north = vec![
+        (String::new(), t1, 100.0),
+        (String::new(), t2, 200.0),
+        (String::new(), t3, 300.0),
+    ];
+    assert_eq!(power_points(&base, &north_only).await, want_north);
+    let keys = influxql(&base, &north_only, "SHOW TAG KEYS FROM \"W\"").await;
+    assert_eq!(
+        keys["results"][0]["series"][0]["values"],
+        serde_json::json!([["domain"], ["entity_id"]]),
+        "HA's tags only: {keys}"
+    );
+    for r in running {
+        r.stop().await;
+    }
+}

@@ -349,3 +349,170 @@ entities = ["sensor.rules_probe"]
     let _ = ingestor.child.kill();
     let _ = ingestor.child.wait();
 }
+
+fn sighup(ingestor: &process::Ingestor) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &ingestor.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A config of the named instances, each `(name, sim, extra TOML for its table)`.
+fn reload_config(path: &Path, dir: &Path, metrics: u16, instances: &[(&str, &Sim, &str)]) {
+    let mut text = format!(
+        "db = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n[store]\nflush_interval_ms = 50\n",
+        dir.join("reload.db").display()
+    );
+    for (name, sim, extra) in instances {
+        let token = dir.join(format!("{name}-token"));
+        std::fs::write(&token, &sim.config().admin_token).unwrap();
+        text.push_str(&format!(
+            "[[instance]]\nname = \"{name}\"\nurl = \"{}\"\ntoken_file = \"{}\"\n{extra}\n",
+            sim.url(),
+            token.display()
+        ));
+    }
+    // Written whole, then renamed: the reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// SIGHUP: a new instance starts, a removed one stops, a changed one restarts with its new rules
+/// and misses nothing (its gap is read back from history), an unchanged one keeps its connection,
+/// and a broken file is refused while everything runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_removes_and_restarts_instances_without_losing_changes() {
+    let a = Sim::start(SimConfig::default()).await.unwrap();
+    let b = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = dir.path().join("reload.toml");
+    let db = dir.path().join("reload.db");
+    reload_config(&config, dir.path(), metrics, &[("a", &a, "")]);
+    let log = dir.path().join("reload.log");
+    let mut ingestor = spawn_ingestor(&config, &log);
+    let connected = async |name: &str| {
+        let Ok(r) = reqwest_client()
+            .get(format!("http://127.0.0.1:{metrics}/health"))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        body["instances"][name]["connected"] == true
+    };
+    until("a connected", &log, WAIT, async || connected("a").await).await;
+
+    // Add b; a is unchanged and keeps its one connection. (Reading HA's history below opens
+    // connections of its own: counts are taken around each step.)
+    reload_config(
+        &config,
+        dir.path(),
+        metrics,
+        &[("a", &a, ""), ("b", &b, "")],
+    );
+    sighup(&ingestor);
+    until("b connected", &log, WAIT, async || connected("b").await).await;
+    assert_eq!(a.stats().ws_connections_accepted, 1, "a was not restarted");
+    let since_us = jiff::Timestamp::now().as_microsecond();
+    for i in 0..10 {
+        a.set_state("sensor.fleet_a", &i.to_string(), json!({}));
+        b.set_state("sensor.fleet_b", &i.to_string(), json!({}));
+    }
+    let want_a = recorded(
+        &a.url(),
+        &a.config().admin_token,
+        &["sensor.fleet_a"],
+        since_us,
+    )
+    .await;
+    let want_b = recorded(
+        &b.url(),
+        &b.config().admin_token,
+        &["sensor.fleet_b"],
+        since_us,
+    )
+    .await;
+    assert_eq!((want_a.len(), want_b.len()), (10, 10));
+    until("both instances' rows", &log, WAIT, async || {
+        stored(&db, "a") == want_a && stored(&db, "b") == want_b
+    })
+    .await;
+
+    // Remove a; change b (a filter), while b's entities keep changing: nothing is lost.
+    reload_config(
+        &config,
+        dir.path(),
+        metrics,
+        &[(
+            "b",
+            &b,
+            "[instance.filter.exclude]\nentity_globs = [\"sensor.fleet_noise*\"]",
+        )],
+    );
+    let since_us = jiff::Timestamp::now().as_microsecond();
+    let b_connections = b.stats().ws_connections_accepted;
+    sighup(&ingestor);
+    // Changes while b restarts: some reach the old connection, some only HA's history.
+    for i in 0..10 {
+        b.set_state("sensor.fleet_b", &(100 + i).to_string(), json!({}));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    until("a is gone and b reconnected", &log, WAIT, async || {
+        let (_, body) = health(metrics).await;
+        body["instances"].get("a").is_none()
+            && b.stats().ws_connections_accepted == b_connections + 1
+            && body["instances"]["b"]["connected"] == true
+    })
+    .await;
+    for i in 0..10 {
+        b.set_state("sensor.fleet_b", &(200 + i).to_string(), json!({}));
+        b.set_state("sensor.fleet_noise", &i.to_string(), json!({}));
+    }
+    let want_b = recorded(
+        &b.url(),
+        &b.config().admin_token,
+        &["sensor.fleet_b"],
+        since_us,
+    )
+    .await;
+    assert_eq!(want_b.len(), 20);
+    until(
+        "b's rows across its restart, without the noise",
+        &log,
+        WAIT,
+        async || {
+            let rows: Vec<_> = stored(&db, "b")
+                .into_iter()
+                .filter(|r| r.1 >= since_us)
+                .collect();
+            rows == want_b
+        },
+    )
+    .await;
+    until("a's connection closed", &log, WAIT, async || {
+        a.stats().ws_connections_open == 0
+    })
+    .await;
+
+    // A broken file is refused; b runs on with its connection.
+    let b_connections = b.stats().ws_connections_accepted;
+    std::fs::write(&config, "this is = not [valid").unwrap();
+    sighup(&ingestor);
+    until("the refusal is logged", &log, WAIT, async || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("reload refused"))
+    })
+    .await;
+    b.set_state("sensor.fleet_b", "after", json!({}));
+    until("b still stores", &log, WAIT, async || {
+        stored(&db, "b").iter().any(|r| r.2 == "after")
+    })
+    .await;
+    assert_eq!(b.stats().ws_connections_accepted, b_connections);
+    assert!(ingestor.child.try_wait().unwrap().is_none());
+    let _ = ingestor.child.kill();
+    let _ = ingestor.child.wait();
+}

@@ -29,6 +29,8 @@ pub struct SinkConfig {
     /// Where a new sink starts: `all` (default: replay the whole journal) or `new` (only rows
     /// stored from now on).
     pub start: SinkStart,
+    /// Which instances feed this sink, by name (default: all of them).
+    pub instances: Option<Vec<String>>,
     /// The destination and its own keys.
     pub kind: SinkKind,
 }
@@ -57,6 +59,7 @@ struct RawSinkConfig {
     attributes: AttributesConfig,
     #[serde(default)]
     start: SinkStart,
+    instances: Option<Vec<String>>,
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {
@@ -93,6 +96,7 @@ impl RawSinkConfig {
             filter: raw.filter,
             attributes: raw.attributes,
             start: raw.start,
+            instances: raw.instances,
             kind,
         })
     }

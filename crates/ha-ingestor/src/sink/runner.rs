@@ -31,6 +31,8 @@ pub struct SinkRunner {
     pub filter: EntityFilter,
     /// This sink's own attribute rules.
     pub attributes: AttributeRules,
+    /// The instances that feed this sink (`None`: all).
+    pub instances: Option<Vec<String>>,
     /// Rows per write.
     pub batch_size: usize,
     /// Where a new cursor starts.
@@ -249,7 +251,13 @@ impl SinkRunner {
                     return Ok(None);
                 };
                 let (first, last) = (first.id, last.id);
-                (first, last, self.sink.write_events(&rows).await?)
+                let mut rows = rows;
+                rows.retain(|e| self.takes(&e.instance));
+                let report = match rows.is_empty() {
+                    true => WriteReport::default(),
+                    false => self.sink.write_events(&rows).await?,
+                };
+                (first, last, report)
             }
         };
         let evicted = evicted_unsent(cursor, first_id);
@@ -284,9 +292,16 @@ impl SinkRunner {
         Ok(Some(last_id))
     }
 
-    /// This sink's filter and attribute rules.
+    /// Whether rows of `instance` feed this sink.
+    fn takes(&self, instance: &str) -> bool {
+        self.instances
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|n| n == instance))
+    }
+
+    /// This sink's instances, filter and attribute rules.
     fn apply_rules(&self, mut rows: Vec<JournalRow>) -> Vec<JournalRow> {
-        rows.retain(|r| self.filter.allows(&r.entity_id));
+        rows.retain(|r| self.takes(&r.instance) && self.filter.allows(&r.entity_id));
         for row in &mut rows {
             let policy = self.attributes.for_entity(&row.entity_id);
             if policy.keeps_all() {

@@ -93,6 +93,7 @@ pub fn start(sink: &SinkConfig, journal: &Path) -> Running {
         journal: journal.to_path_buf(),
         filter: EntityFilter::new(&sink.filter).unwrap(),
         attributes: AttributeRules::new(&sink.attributes).unwrap(),
+        instances: sink.instances.clone(),
         batch_size: sink.batch_size,
         start: SinkStart::All,
         commits: commits_rx,

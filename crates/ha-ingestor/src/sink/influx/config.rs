@@ -75,6 +75,10 @@ pub struct InfluxConfig {
     /// `time_fired` (default) or `last_updated`.
     #[serde(default)]
     pub time_column: TimeColumn,
+    /// HA-compatible schema: tag every point with `instance` (default: when more than one
+    /// instance feeds the sink; resolved with the rest of the configuration). The clean schema
+    /// always has the tag.
+    pub instance_tag: Option<bool>,
     /// `[sink.influxdb.ha]`: HA-compatible options, with HA's names and meaning.
     #[serde(default)]
     pub ha: HaSchemaOptions,

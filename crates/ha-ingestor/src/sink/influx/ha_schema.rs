@@ -57,6 +57,9 @@ pub struct HaEncoder {
     exact: HashMap<String, ComponentConfig>,
     domains: HashMap<String, ComponentConfig>,
     globs: Vec<(Glob, ComponentConfig)>,
+    /// An `instance` tag with the row's instance: not HA's, added when several instances feed
+    /// the sink (see [`HaEncoder::with_instance_tag`]).
+    instance_tag: bool,
 }
 
 /// The `component_config*` entries that apply to one entity, merged as HA's `EntityValues` does:
@@ -143,7 +146,15 @@ impl HaEncoder {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             globs,
+            instance_tag: false,
         })
+    }
+
+    /// Tags every point with `instance` (the row's instance name), so that two homes' points of
+    /// the same entity stay apart. Off by default: one home's points stay exactly HA's.
+    pub fn with_instance_tag(mut self, on: bool) -> Self {
+        self.instance_tag = on;
+        self
     }
 
     fn entity_options(&self, entity_id: &str, domain: &str) -> EntityOptions<'_> {
@@ -273,6 +284,9 @@ impl HaEncoder {
                 }
             }
             fields.drop_non_finite(k);
+        }
+        if self.instance_tag {
+            set_tag(&mut tags, "instance", Tag::Text(&row.instance));
         }
         for (k, v) in &self.tags {
             set_tag(&mut tags, k, Tag::Text(v));
@@ -1067,6 +1081,31 @@ empty = """#,
                     r#"sensor.u,domain=overridden,entity_id=from_attr,instance=main\ house value=1.0 1700000000123456"#,
                 ),
             ],
+        );
+    }
+
+    #[test]
+    fn the_instance_tag_is_added_only_when_asked_and_sorted_with_the_others() {
+        let enc = HaEncoder::new(&HaSchemaOptions::default()).unwrap();
+        let row = |instance: &str| JournalRow {
+            instance: std::sync::Arc::from(instance),
+            ..row("sensor.power", "5", r#"{"unit_of_measurement": "W"}"#)
+        };
+        let mut plain = String::new();
+        enc.encode(&row("north"), TimeColumn::TimeFired, &mut plain);
+        let tagged = enc.with_instance_tag(true);
+        let mut out = String::new();
+        for home in ["north", "south house"] {
+            tagged.encode(&row(home), TimeColumn::TimeFired, &mut out);
+        }
+        assert_eq!(
+            plain,
+            "W,domain=sensor,entity_id=power value=5.0 1700000000123456\n"
+        );
+        assert_eq!(
+            out,
+            "W,domain=sensor,entity_id=power,instance=north value=5.0 1700000000123456\n\
+             W,domain=sensor,entity_id=power,instance=south\\ house value=5.0 1700000000123456\n"
         );
     }
 

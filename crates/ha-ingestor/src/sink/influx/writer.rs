@@ -79,9 +79,11 @@ impl InfluxSink {
             .build()
             .map_err(|e| format!("sink '{name}': HTTP client: {e}"))?;
         let encoder = match config.schema {
-            InfluxSchema::Ha => {
-                Encoder::Ha(HaEncoder::new(&config.ha).map_err(|e| format!("sink '{name}': {e}"))?)
-            }
+            InfluxSchema::Ha => Encoder::Ha(
+                HaEncoder::new(&config.ha)
+                    .map_err(|e| format!("sink '{name}': {e}"))?
+                    .with_instance_tag(config.instance_tag.unwrap_or(false)),
+            ),
             InfluxSchema::Clean => Encoder::Clean(
                 CleanEncoder::new(&config.clean).map_err(|e| format!("sink '{name}': {e}"))?,
             ),
