@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 /// subscribe_events (throughput, and no change merged or lost); f) client speed: a bare
 /// tokio-tungstenite + serde client next to the library's borrowed and owned typed events, server
 /// and client pinned to separate cores, each measured --runs times (median); g) 100 simulated HA
-/// instances at 100 events/s each.
+/// instances at 100 events/s each; h) a flood (the ingestor on one core); i) 1000 simulated
+/// instances at 10 events/s each (as a process only).
 /// Rows marked `proc` run the real `ha-ingestor run` binary against an `ha-sim` process.
 #[derive(Parser, Debug)]
 #[command(name = "ha-bench", version)]
@@ -104,7 +105,7 @@ pub struct Timing {
 }
 
 const IN_PROCESS: &[&str] = &["a", "b", "c", "c50", "d", "e", "f", "g"];
-const WHOLE_PROCESS: &[&str] = &["b", "c", "d", "g", "h"];
+const WHOLE_PROCESS: &[&str] = &["b", "c", "d", "g", "h", "i"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -409,6 +410,16 @@ fn print_targets(rows: &[Row]) {
             r.scenario,
             verdict(r.rss_kib <= 20 * 1024),
             r.rss_kib as f64 / 1024.0
+        );
+    }
+    if let Some(r) = find("i proc") {
+        let core = r.events_per_sec * r.cpu_s_per_m / 1e6;
+        println!(
+            "  1000 instances: RSS <= 200 MiB and <= 30 % of a core ({}): {} ({:.1} MiB, {:.0} % of a core)",
+            r.scenario,
+            verdict(r.rss_kib <= 200 * 1024 && core <= 0.30),
+            r.rss_kib as f64 / 1024.0,
+            core * 100.0
         );
     }
     if let Some(r) = find("d ") {

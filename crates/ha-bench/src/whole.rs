@@ -54,6 +54,12 @@ pub fn run(id: &str, bins: &Path, timing: Timing) -> Result<Row, String> {
             instances: 100,
             flood: false,
         },
+        "i" => Spec {
+            name: "i proc 1000 instances x 10/s (one ha-sim process)",
+            rate: 10,
+            instances: 1000,
+            flood: false,
+        },
         other => return Err(format!("no whole-process scenario '{other}'")),
     };
     let ingestor_bin = bins.join("ha-ingestor");
