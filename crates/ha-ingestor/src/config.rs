@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub store: StoreConfig,
     /// Fill gaps from HA's history after every (re)connect (default true).
     pub backfill: Option<bool>,
+    /// Mirror HA's statistics (5-minute and hourly) of every instance (default true); an
+    /// instance's own `statistics` overrides it.
+    pub statistics: Option<bool>,
     /// Whether an instance that fails for good (token refused) stops the process (default: with
     /// one instance yes, exit 3; with several no, the others go on).
     pub exit_on_instance_failure: Option<bool>,
@@ -113,6 +116,16 @@ pub struct InstanceConfig {
     /// Reached through the Supervisor's Core proxy (add-on mode; see [`Overrides::supervisor`]).
     #[serde(skip)]
     pub supervisor: bool,
+    /// Mirror this instance's statistics (default: the top-level `statistics`, itself true).
+    #[serde(default)]
+    pub statistics: Option<bool>,
+}
+
+impl InstanceConfig {
+    /// Whether this instance's statistics are mirrored.
+    pub fn mirrors_statistics(&self) -> bool {
+        self.statistics.unwrap_or(true)
+    }
 }
 
 fn default_name() -> String {
@@ -133,6 +146,7 @@ impl InstanceConfig {
             event_buffer_bytes: None,
             token: None,
             supervisor: false,
+            statistics: None,
         }
     }
 
@@ -376,6 +390,10 @@ impl Config {
                     "{key}: set only one of token_file, token_env and oauth_state_file"
                 )));
             }
+        }
+        let statistics = file.statistics.unwrap_or(true);
+        for inst in &mut instances {
+            inst.statistics.get_or_insert(statistics);
         }
         let mut sink_names = std::collections::HashSet::new();
         for (i, sink) in file.sinks.iter().enumerate() {

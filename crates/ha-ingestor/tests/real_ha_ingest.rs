@@ -34,6 +34,7 @@ async fn five_hundred_changes_are_stored_exactly() {
             event_buffer_bytes: None,
             token: None,
             supervisor: false,
+            statistics: None,
         }],
         ..FileConfig::default()
     };
