@@ -75,6 +75,8 @@ pub struct WriteOutcome {
     /// `last_changed`; only `last_updated` differs): HA re-announcing a state, which carries no new
     /// information. See [`SqliteStore::set_skip_unchanged`].
     pub unchanged: u64,
+    /// Statistic rows written (new, or corrected by HA); they are not in the counts above.
+    pub statistics: u64,
 }
 
 impl WriteOutcome {
@@ -267,11 +269,17 @@ impl SqliteStore {
                         context_id,
                         origin
                     ])?,
-                    // A correction is a new journal row too (see `store::statistics`).
-                    Record::Statistic(row) => usize::from(
-                        super::statistics::write_row(&tx, &mut self.statistic_meta_ids, row)?
-                            != super::statistics::RowWritten::Unchanged,
-                    ),
+                    // A correction is a new journal row too (see `store::statistics`). Counted
+                    // apart: the mirror re-reads its newest rows on purpose, which are no
+                    // duplicate deliveries.
+                    Record::Statistic(row) => {
+                        let written =
+                            super::statistics::write_row(&tx, &mut self.statistic_meta_ids, row)?
+                                != super::statistics::RowWritten::Unchanged;
+                        outcome.statistics += u64::from(written);
+                        outcome.inserted_flags.push(written);
+                        continue;
+                    }
                 };
                 outcome.count(record.instance(), n == 1);
             }

@@ -306,6 +306,9 @@ fn record_metrics(records: &[Record], outcome: super::WriteOutcome) -> Option<f6
     if outcome.unchanged > 0 {
         metrics::counter!("ha_ingestor_states_unchanged_total").increment(outcome.unchanged);
     }
+    if outcome.statistics > 0 {
+        metrics::counter!("ha_ingestor_statistics_written_total").increment(outcome.statistics);
+    }
     for (instance, inserted, duplicates) in outcome.per_instance {
         let instance = instance.to_string();
         metrics::counter!("ha_ingestor_events_written_total", "instance" => instance.clone(), "sink" => "sqlite")
