@@ -412,3 +412,37 @@ async fn backfill_statistics_imports_every_row_ha_holds_and_a_second_run_resumes
     assert_eq!(rows[0].7, Some(0.5));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_compiled_while_the_connection_was_down_are_read_after_the_reconnect() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let ws = admin(&sim).await;
+    import(&ws, energy_meta(), energy_rows(&[(3, 0.0), (2, 1.0)])).await;
+    ws.close();
+    let service = start(&sim, &db).await;
+    assert_eq!(wait_equal(&sim, &db).await.len(), 2);
+
+    // The connection drops; HA compiles an hour before the ingestor is back (auth is slow) and
+    // fires no event the ingestor could see: only the reconnect makes it read.
+    sim.set_auth_delay(Duration::from_millis(500));
+    sim.drop_connections();
+    sim.add_statistics(
+        energy_meta(),
+        "hour",
+        json!([{"start": iso(hours_ago(1)), "state": 102.5, "sum": 2.5}]),
+    )
+    .unwrap();
+    let rows = wait_equal(&sim, &db).await;
+    assert_eq!(
+        rows.iter().map(|r| (r.2, r.7)).collect::<Vec<_>>(),
+        vec![
+            (hours_ago(3), Some(0.0)),
+            (hours_ago(2), Some(1.0)),
+            (hours_ago(1), Some(2.5)),
+        ]
+    );
+    stop(service).await;
+    sim.shutdown().await;
+}
