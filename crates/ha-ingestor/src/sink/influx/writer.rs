@@ -470,6 +470,17 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn the_ha_compatible_schema_takes_no_statistics_and_the_clean_one_does() {
+        let ha: InfluxConfig = toml::from_str("url = \"http://127.0.0.1:1\"").unwrap();
+        let sink = InfluxSink::new("i", &ha, None).unwrap();
+        assert_eq!(sink.kinds(), &[RecordKind::State]);
+        let clean: InfluxConfig =
+            toml::from_str("url = \"http://127.0.0.1:1\"\nschema = \"clean\"").unwrap();
+        let sink = InfluxSink::new("i", &clean, None).unwrap();
+        assert!(sink.kinds().contains(&RecordKind::Statistic));
+    }
+
     #[tokio::test]
     async fn refused_points_are_isolated_but_a_batch_refused_whole_fails() {
         let config: InfluxConfig =
