@@ -6,7 +6,9 @@
 //! start-up, the correction reaches every store.
 //!
 //! Run against HA 2024.3.3 (the harness: `has_mean`, no `mean_type`/`unit_class` in the import)
-//! and 2026.2.3 (the current release).
+//! and 2026.2.3 (the current release). On the current release also the live path: a sensor with a
+//! `state_class`, HA's own 5-minute compilation, and its `recorder_5min_statistics_generated`
+//! (up to 5 minutes of waiting: HA compiles on its clock).
 #![cfg(all(feature = "real-ha", feature = "real-sinks"))]
 
 mod pg_support;
@@ -46,6 +48,122 @@ async fn imported_statistics_reach_every_store_on_the_current_ha() {
     let ha = HaTarget::current();
     assert!(ha.version.starts_with("2026."), "HA {}", ha.version);
     mirror(ha).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_minute_rows_follow_has_compilation_on_the_current_ha() {
+    let ha = HaTarget::current();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &ha.user_token).unwrap();
+    let config = dir.path().join("live.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "db = \"{}\"\n[[instance]]\nname = \"real\"\nurl = \"{}\"\ntoken_file = \"{}\"\n\
+             [filter.include]\nentities = [\"sensor.none_wanted\"]\n",
+            db.display(),
+            ha.url,
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let entity = format!("sensor.hai{}_power", unique("l").replace('_', ""));
+    let ids = vec![entity.clone()];
+    let service = start(&config).await;
+    // A measurement sensor, set through the REST API: HA compiles its statistics itself.
+    let http = reqwest_client();
+    for value in ["100", "140", "120"] {
+        let r = http
+            .post(format!("{}/api/states/{entity}", ha.url))
+            .bearer_auth(&ha.admin_token)
+            .json(
+                &json!({"state": value, "attributes": {"state_class": "measurement",
+                          "unit_of_measurement": "W", "device_class": "power"}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let admin = WsClient::builder(ha.url.clone())
+        .token_source(StaticToken::new(ha.admin_token.clone()))
+        .connect()
+        .await
+        .unwrap();
+    let five_minute = async |ids: &[String]| -> Vec<Row> {
+        let q = StatisticsQuery::new(
+            "2000-01-01T00:00:00Z",
+            ids.to_vec(),
+            StatisticsPeriod::FiveMinute,
+        );
+        let mut rows: Vec<Row> = admin
+            .statistics_during_period(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .flat_map(|(id, list)| {
+                list.into_iter()
+                    .map(move |r| (id.clone(), r.start, r.mean, r.min, r.max, r.state, r.sum))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rows
+    };
+    // HA compiles every 5 minutes; the first compilation after the states were set gives a row.
+    let mut want = Vec::new();
+    tokio::time::timeout(Duration::from_secs(420), async {
+        while want.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            want = five_minute(&ids).await;
+        }
+    })
+    .await
+    .expect("HA compiled a 5-minute row within 7 minutes");
+    // The ingestor started before that: HA's event made it read the row (or, in the 30 s after
+    // the top of an hour, its hourly read).
+    let stored = |db: &Path| -> Vec<Row> {
+        if !db.exists() {
+            return Vec::new();
+        }
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT statistic_id, start_us, mean, min, max, state, sum FROM statistics s
+                 JOIN statistics_meta m ON m.id = s.meta WHERE s.period = '5minute' AND statistic_id = ?1",
+            )
+            .unwrap();
+        stmt.query_map([&entity], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    // Compared with HA's answer of the moment: HA may compile the next row meanwhile.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (got, now) = (stored(&db), five_minute(&ids).await);
+        if got == now {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SQLite's 5-minute rows != HA's after {WAIT:?}:\n SQLite: {got:?}\n HA: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(service).await;
+    admin.close();
 }
 
 fn iso(us: i64) -> String {
