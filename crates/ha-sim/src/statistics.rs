@@ -308,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_imports_get_has_errors() {
+    fn bad_imports_get_ha_errors() {
         let mut s = Statistics::default();
         let mut wrong_source = energy();
         wrong_source["source"] = json!("other");
