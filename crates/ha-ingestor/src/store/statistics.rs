@@ -11,7 +11,40 @@
 //! statistic's row in `statistics_meta`.
 //!
 //! Callers: the writer task (records of kind `statistic`), and anything that imports statistics in
-//! bulk ([`write_rows`] inside its own transaction, e.g. from HA's recorder database).
+//! bulk: [`crate::store::SqliteStore::write_statistics`] (one transaction per call), or
+//! [`write_rows`] inside a transaction of its own (e.g. from HA's recorder database). Rows take
+//! HA's values as they are: times in µs since the epoch (`start_ts` × 10⁶, exact for HA's period
+//! starts), `mean_type` 0/1/2 (`has_mean` true is 1).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ha_ingestor::record::{StatisticMeta, StatisticPeriod, StatisticRow};
+//! use ha_ingestor::store::SqliteStore;
+//!
+//! let mut store = SqliteStore::in_memory()?;
+//! let meta = Arc::new(StatisticMeta {
+//!     statistic_id: "sensor.energy_meter".into(),
+//!     source: "recorder".into(),
+//!     unit: Some("kWh".into()),
+//!     unit_class: Some("energy".into()),
+//!     mean_type: 0,
+//!     has_sum: true,
+//!     name: None,
+//! });
+//! let row = StatisticRow {
+//!     instance: Arc::from("home"),
+//!     meta,
+//!     period: StatisticPeriod::Hour,
+//!     start_us: 1_796_565_600_000_000,
+//!     mean: None, min: None, max: None,
+//!     state: Some(1234.5),
+//!     sum: Some(17.25),
+//!     last_reset_us: None,
+//! };
+//! assert_eq!(store.write_statistics(&[row.clone()])?.inserted, 1);
+//! assert_eq!(store.write_statistics(&[row])?.unchanged, 1);
+//! # Ok::<(), ha_ingestor::store::StoreError>(())
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
