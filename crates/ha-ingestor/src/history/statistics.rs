@@ -248,8 +248,8 @@ pub async fn newest_starts(
     let db = db.to_path_buf();
     let instance = instance.to_string();
     tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open(&db, crate::store::Access::WriteExisting)
-            .map_err(|e| e.to_string())?;
+        let conn =
+            crate::store::open(&db, crate::store::Access::ReadOnly).map_err(|e| e.to_string())?;
         crate::store::statistics::newest_starts(&conn, &instance, period).map_err(|e| e.to_string())
     })
     .await
