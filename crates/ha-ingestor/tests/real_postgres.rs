@@ -43,7 +43,7 @@ async fn normalized_schema_is_created_and_written() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1001, 1002]);
+    assert_eq!(versions, vec![1001, 1002, 1003]);
 
     let get = |id: i64| {
         let c = &c;
@@ -275,7 +275,7 @@ async fn writing_a_batch_twice_adds_nothing() {
 
         let c = db.client().await;
         assert_eq!(count(&c, table).await, 300, "{schema:?}");
-        assert_eq!(count(&c, "ha_ingestor_migrations").await, 2, "{schema:?}");
+        assert_eq!(count(&c, "ha_ingestor_migrations").await, 3, "{schema:?}");
         if schema == PostgresSchema::Normalized {
             assert_eq!(count(&c, "ha_entities").await, 4);
         }
@@ -298,7 +298,7 @@ async fn both_schemas_share_a_database() {
     let c = db.client().await;
     assert_eq!(count(&c, "ha_states").await, 20);
     assert_eq!(count(&c, "ltss").await, 20);
-    assert_eq!(count(&c, "ha_ingestor_migrations").await, 4);
+    assert_eq!(count(&c, "ha_ingestor_migrations").await, 6);
     drop((a, b));
     db.drop_db().await;
 }
