@@ -310,6 +310,55 @@ async fn influx_rows(base: &str, db: &str, ids: &[String]) -> Vec<Row> {
     rows
 }
 
+/// The rows VictoriaMetrics holds (clean schema through its InfluxDB API: one series per field,
+/// `statistics_<field>`), sorted.
+async fn vm_rows(base: &str, ids: &[String]) -> Vec<Row> {
+    let client = reqwest_client();
+    let _ = client
+        .get(format!("{base}/internal/force_flush"))
+        .send()
+        .await;
+    let export = client
+        .post(format!("{base}/api/v1/export"))
+        .form(&[(
+            "match[]",
+            format!(
+                "{{__name__=~\"statistics_(mean|min|max|state|sum)\",period=\"hour\",statistic_id=~\"{}\"}}",
+                ids.join("|")
+            ),
+        )])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fields = ["mean", "min", "max", "state", "sum"];
+    let mut points: std::collections::BTreeMap<(String, i64), [Option<f64>; 5]> =
+        Default::default();
+    for line in export.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let name = v["metric"]["__name__"].as_str().unwrap_or_default();
+        let Some(field) = fields
+            .iter()
+            .position(|f| name == format!("statistics_{f}"))
+        else {
+            continue;
+        };
+        let id = v["metric"]["statistic_id"].as_str().unwrap_or_default();
+        let values = v["values"].as_array().cloned().unwrap_or_default();
+        let times = v["timestamps"].as_array().cloned().unwrap_or_default();
+        for (value, ms) in values.iter().zip(&times) {
+            let key = (id.to_string(), ms.as_i64().unwrap() * 1000);
+            points.entry(key).or_default()[field] = value.as_f64();
+        }
+    }
+    points
+        .into_iter()
+        .map(|((id, t), f)| (id, t, f[0], f[1], f[2], f[3], f[4]))
+        .collect()
+}
+
 /// Polls `got` until it equals `want`, failing with both after [`WAIT`].
 async fn until_equal<F: AsyncFnMut() -> Vec<Row>>(what: &str, want: &[Row], mut got: F) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -364,6 +413,7 @@ async fn stop(service: Service) {
 
 async fn mirror(ha: HaTarget) {
     let influx = env("HA_INGESTOR_INFLUX_URL");
+    let vm = env("HA_INGESTOR_VM_URL");
     let pg = pg_support::fresh_db("stats").await;
     let dir = tempfile::tempdir().unwrap();
     let influx_db = unique("stats");
@@ -396,6 +446,14 @@ schema = "clean"
 name = "pg"
 [sink.postgres]
 dsn = "{dsn}"
+[[sink]]
+name = "vm"
+[sink.influxdb]
+url = "{vm}"
+api = "v2"
+org = "home"
+bucket = "{influx_db}"
+schema = "clean"
 "#,
             db = db.display(),
             url = ha.url,
@@ -459,6 +517,9 @@ dsn = "{dsn}"
         influx_rows(&influx, &influx_db, &ids).await
     })
     .await;
+    // VictoriaMetrics takes the same lines (one series per field). Checked before the correction
+    // only: it keeps every sample it is sent and replaces none.
+    until_equal("VictoriaMetrics", &want, async || vm_rows(&vm, &ids).await).await;
     stop(service).await;
 
     // The admin corrects the newest hour while the ingestor is down; the start-up read takes it.
