@@ -51,7 +51,7 @@ async fn imported_statistics_reach_every_store_on_the_current_ha() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_minute_rows_follow_has_compilation_on_the_current_ha() {
+async fn five_minute_rows_follow_ha_compilation_on_the_current_ha() {
     let ha = HaTarget::current();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("live.db");
