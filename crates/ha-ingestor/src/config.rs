@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub store: StoreConfig,
     /// Fill gaps from HA's history after every (re)connect (default true).
     pub backfill: Option<bool>,
+    /// Mirror HA's statistics (5-minute and hourly) of every instance (default true); an
+    /// instance's own `statistics` overrides it.
+    pub statistics: Option<bool>,
     /// Whether an instance that fails for good (token refused) stops the process (default: with
     /// one instance yes, exit 3; with several no, the others go on).
     pub exit_on_instance_failure: Option<bool>,
@@ -119,6 +122,16 @@ pub struct InstanceConfig {
     /// Reached through the Supervisor's Core proxy (add-on mode; see [`Overrides::supervisor`]).
     #[serde(skip)]
     pub supervisor: bool,
+    /// Mirror this instance's statistics (default: the top-level `statistics`, itself true).
+    #[serde(default)]
+    pub statistics: Option<bool>,
+}
+
+impl InstanceConfig {
+    /// Whether this instance's statistics are mirrored.
+    pub fn mirrors_statistics(&self) -> bool {
+        self.statistics.unwrap_or(true)
+    }
 }
 
 fn default_name() -> String {
@@ -141,6 +154,7 @@ impl InstanceConfig {
             attributes: None,
             token: None,
             supervisor: false,
+            statistics: None,
         }
     }
 
@@ -160,6 +174,7 @@ impl InstanceConfig {
             && self.event_buffer_bytes == other.event_buffer_bytes
             && self.filter == other.filter
             && self.attributes == other.attributes
+            && self.statistics == other.statistics
             && token(self) == token(other)
             && self.supervisor == other.supervisor
     }
@@ -488,6 +503,10 @@ impl Config {
                 )));
             }
             instance_rules(&file.filter, &file.attributes, inst)?;
+        }
+        let statistics = file.statistics.unwrap_or(true);
+        for inst in &mut instances {
+            inst.statistics.get_or_insert(statistics);
         }
         let mut sink_names = std::collections::HashSet::new();
         let mut sinks = file.sinks;

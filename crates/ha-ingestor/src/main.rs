@@ -226,6 +226,10 @@ enum Command {
         /// Forget which slices earlier runs finished and read everything again.
         #[arg(long)]
         fresh: bool,
+        /// Import HA's statistics (hourly rows, kept by HA forever, and 5-minute rows) instead of
+        /// states, e.g. `--statistics --since 5y`; --chunk is then statistics per request.
+        #[arg(long)]
+        statistics: bool,
     },
     /// Log in with a username and password (and a TOTP code when MFA is on), then create a
     /// long-lived token and write it to a 0600 file; or keep OAuth2 tokens (--oauth).
@@ -487,6 +491,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             until,
             chunk,
             fresh,
+            statistics,
         } => {
             conn.refuse_token_flag()?;
             let overrides = Overrides {
@@ -516,6 +521,14 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 fresh,
                 progress_bar: None,
             };
+            if statistics {
+                let summary =
+                    ha_ingestor::history::statistics_import::import_statistics(config, options)
+                        .await
+                        .map_err(|e| (e.exit_code(), e.to_string()))?;
+                println!("{summary}");
+                return Ok(());
+            }
             let summary = ha_ingestor::history::import::import(config, options)
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))?;

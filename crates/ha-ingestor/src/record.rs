@@ -49,6 +49,87 @@ pub struct EventRow {
     pub origin: Option<String>,
 }
 
+/// A statistic's metadata as HA lists it (`recorder/list_statistic_ids`, or the recorder
+/// database's `statistics_meta`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatisticMeta {
+    /// `sensor.x`, or `source:name` for external statistics.
+    pub statistic_id: String,
+    /// `recorder`, or the integration that imports it.
+    pub source: String,
+    /// The unit HA stores the rows in (`statistics_unit_of_measurement`).
+    pub unit: Option<String>,
+    /// `energy`, `power`, ...
+    pub unit_class: Option<String>,
+    /// 0 none, 1 arithmetic, 2 circular (HA's `StatisticMeanType`; `has_mean` before HA 2025.x
+    /// means 1).
+    pub mean_type: u8,
+    /// Whether rows carry `state` and `sum`.
+    pub has_sum: bool,
+    /// The name HA keeps for it (external statistics), if any.
+    pub name: Option<String>,
+}
+
+/// The two periods HA stores statistics for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatisticPeriod {
+    /// Short-term statistics, compiled every 5 minutes, kept by HA as long as states.
+    FiveMinute,
+    /// Long-term statistics, kept by HA forever.
+    Hour,
+}
+
+impl StatisticPeriod {
+    /// Both, in the order they are read.
+    pub const ALL: [StatisticPeriod; 2] = [StatisticPeriod::FiveMinute, StatisticPeriod::Hour];
+
+    /// HA's name, also the store's (`statistics.period`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatisticPeriod::FiveMinute => "5minute",
+            StatisticPeriod::Hour => "hour",
+        }
+    }
+
+    /// The period named `s` by HA.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Its length in microseconds.
+    pub fn micros(self) -> i64 {
+        match self {
+            StatisticPeriod::FiveMinute => 300_000_000,
+            StatisticPeriod::Hour => 3_600_000_000,
+        }
+    }
+}
+
+/// One statistic row (HA's `statistics` or `statistics_short_term`), ready to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatisticRow {
+    /// The HA instance's configured name.
+    pub instance: std::sync::Arc<str>,
+    /// The statistic and its metadata (shared by its rows).
+    pub meta: std::sync::Arc<StatisticMeta>,
+    /// 5 minutes or an hour.
+    pub period: StatisticPeriod,
+    /// Start of the period, microseconds since the epoch.
+    pub start_us: i64,
+    /// Mean over the period.
+    pub mean: Option<f64>,
+    /// Minimum.
+    pub min: Option<f64>,
+    /// Maximum.
+    pub max: Option<f64>,
+    /// For sums: the meter's reading at the period's end.
+    pub state: Option<f64>,
+    /// For sums: the running total since the first row.
+    pub sum: Option<f64>,
+    /// The meter's last reset, microseconds since the epoch.
+    pub last_reset_us: Option<i64>,
+}
+
 /// The kinds of records the journal carries, each in a table of its own with its own id sequence.
 /// Sinks say which kinds they take and keep a cursor per kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +138,8 @@ pub enum RecordKind {
     State,
     /// Other events (`events`, with `subscribe = "all"`).
     Event,
+    /// HA's statistics (`statistics`).
+    Statistic,
 }
 
 impl RecordKind {
@@ -65,6 +148,7 @@ impl RecordKind {
         match self {
             RecordKind::State => "state",
             RecordKind::Event => "event",
+            RecordKind::Statistic => "statistic",
         }
     }
 
@@ -73,6 +157,7 @@ impl RecordKind {
         match self {
             RecordKind::State => "states",
             RecordKind::Event => "events",
+            RecordKind::Statistic => "statistics",
         }
     }
 }
@@ -90,6 +175,8 @@ pub enum Record {
     State(StateRow),
     /// Another event.
     Event(EventRow),
+    /// A statistic row.
+    Statistic(StatisticRow),
 }
 
 impl Record {
@@ -98,6 +185,7 @@ impl Record {
         match self {
             Record::State(_) => RecordKind::State,
             Record::Event(_) => RecordKind::Event,
+            Record::Statistic(_) => RecordKind::Statistic,
         }
     }
 
@@ -106,6 +194,7 @@ impl Record {
         match self {
             Record::State(s) => &s.instance,
             Record::Event(e) => &e.instance,
+            Record::Statistic(s) => &s.instance,
         }
     }
 
@@ -115,6 +204,7 @@ impl Record {
         match self {
             Record::State(s) => (s.last_updated_us, &s.entity_id),
             Record::Event(e) => (e.time_fired_us, &e.event_type),
+            Record::Statistic(s) => (s.start_us, &s.meta.statistic_id),
         }
     }
 
@@ -123,6 +213,8 @@ impl Record {
         match self {
             Record::State(s) => s.time_fired_us,
             Record::Event(e) => Some(e.time_fired_us),
+            // A statistic is compiled after its period: no lag to measure.
+            Record::Statistic(_) => None,
         }
     }
 }

@@ -159,6 +159,18 @@ pub async fn run_source(
             since_us: stored_before,
         });
     }
+    // HA's statistics: read the gap now, then after each compilation (see
+    // `history::statistics`). Its wake-up channel tells it of reconnects.
+    let (stats_wake, stats_wake_rx) = mpsc::channel(4);
+    if inst.mirrors_statistics() {
+        let mirror = crate::history::statistics::StatisticsMirror {
+            ws: ws.clone(),
+            instance: name.clone(),
+            db: ctx.db.clone(),
+            tx: ctx.tx.clone(),
+        };
+        backfill_task.spawn(mirror.run(stats_wake_rx));
+    }
     let received =
         metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
     let filtered = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "filtered");
@@ -184,6 +196,7 @@ pub async fn run_source(
                     let secs = gap_end.duration_since(gap_start).unwrap_or_default().as_secs_f64();
                     let since = gap_start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
                     gap_found(&ctx, &name, &gap_tx, since).await;
+                    let _ = stats_wake.try_send(crate::history::statistics::Wake::Reconnected);
                     tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
                 }
                 Ok(ConnectionEvent::EventsDropped { total, .. }) => {

@@ -36,6 +36,7 @@ async fn five_hundred_changes_are_stored_exactly() {
             attributes: None,
             token: None,
             supervisor: false,
+            statistics: None,
         }],
         ..FileConfig::default()
     };

@@ -43,7 +43,7 @@ async fn normalized_schema_is_created_and_written() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1001, 1002]);
+    assert_eq!(versions, vec![1001, 1002, 1003]);
 
     let get = |id: i64| {
         let c = &c;
@@ -275,7 +275,7 @@ async fn writing_a_batch_twice_adds_nothing() {
 
         let c = db.client().await;
         assert_eq!(count(&c, table).await, 300, "{schema:?}");
-        assert_eq!(count(&c, "ha_ingestor_migrations").await, 2, "{schema:?}");
+        assert_eq!(count(&c, "ha_ingestor_migrations").await, 3, "{schema:?}");
         if schema == PostgresSchema::Normalized {
             assert_eq!(count(&c, "ha_entities").await, 4);
         }
@@ -298,7 +298,7 @@ async fn both_schemas_share_a_database() {
     let c = db.client().await;
     assert_eq!(count(&c, "ha_states").await, 20);
     assert_eq!(count(&c, "ltss").await, 20);
-    assert_eq!(count(&c, "ha_ingestor_migrations").await, 4);
+    assert_eq!(count(&c, "ha_ingestor_migrations").await, 6);
     drop((a, b));
     db.drop_db().await;
 }
@@ -569,6 +569,63 @@ async fn events_go_to_ha_events_once_in_both_layouts() {
             .get(0);
         assert_eq!(nul, "ab");
         drop(sink);
+        db.drop_db().await;
+    }
+}
+
+/// A statistic row of `ha_statistics`' key (`probe:energy`, hour `h` after T0) with `sum`.
+fn statistic(id: i64, h: i64, sum: f64) -> ha_ingestor::sink::JournalStatistic {
+    ha_ingestor::sink::JournalStatistic {
+        id,
+        instance: std::sync::Arc::from("home"),
+        statistic_id: "probe:energy".into(),
+        unit: Some("kWh".into()),
+        period: ha_ingestor::record::StatisticPeriod::Hour,
+        start_us: T0 + h * 3_600_000_000,
+        mean: None,
+        min: None,
+        max: None,
+        state: Some(100.0 + sum),
+        sum: Some(sum),
+        last_reset_us: None,
+    }
+}
+
+#[tokio::test]
+async fn statistics_go_to_ha_statistics_and_a_correction_replaces_the_row_in_both_layouts() {
+    for schema in [PostgresSchema::Normalized, PostgresSchema::Ltss] {
+        let db = fresh_db("statistics").await;
+        let mut sink = PostgresSink::new("pg", &db.config(schema), None).unwrap();
+        assert!(
+            sink.kinds()
+                .contains(&ha_ingestor::record::RecordKind::Statistic)
+        );
+        sink.prepare().await.unwrap();
+        let batch: Vec<_> = (0..3).map(|h| statistic(h + 1, h, h as f64)).collect();
+        let report = sink.write_statistics(&batch).await.unwrap();
+        assert_eq!((report.written, report.rejected.len()), (3, 0));
+        // Again (a replay after a crash): nothing new. Then HA's correction of hour 2.
+        sink.write_statistics(&batch).await.unwrap();
+        sink.write_statistics(&[statistic(4, 2, 2.5)])
+            .await
+            .unwrap();
+        let client = db.client().await;
+        let rows: Vec<(i64, f64, f64)> = client
+            .query(
+                "SELECT ((extract(epoch FROM time) * 1000000)::bigint - $1) / 3600000000, state, sum
+                 FROM ha_statistics WHERE statistic_id = 'probe:energy' AND period = 'hour' ORDER BY time",
+                &[&T0],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![(0, 100.0, 0.0), (1, 101.0, 1.0), (2, 102.5, 2.5)],
+            "{schema:?}"
+        );
         db.drop_db().await;
     }
 }

@@ -22,6 +22,7 @@ mod http;
 mod hub;
 pub mod recorder;
 mod services;
+pub mod statistics;
 mod stats;
 mod supervisor;
 pub mod time;
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     pub auth: Mutex<AuthStore>,
     pub faults: Faults,
     pub stats: Arc<Stats>,
+    /// HA's statistics (`recorder/statistics_during_period` and friends).
+    pub statistics: Mutex<statistics::Statistics>,
     restart: Mutex<Option<Restart>>,
     restart_epoch: AtomicU64,
     pub stopped: AtomicBool,
@@ -204,6 +207,7 @@ impl Sim {
             stats: Arc::new(Stats::default()),
             restart: Mutex::new(None),
             restart_epoch: AtomicU64::new(0),
+            statistics: Mutex::default(),
             stopped: AtomicBool::new(false),
             drained: Notify::new(),
             addr: OnceLock::new(),
@@ -311,6 +315,21 @@ impl Sim {
     /// Number of history rows recorded for an entity.
     pub fn history_len(&self, entity_id: &str) -> usize {
         lock(&self.inner.world).recorder.len(entity_id)
+    }
+
+    /// Stores statistic rows of `period` (`5minute` or `hour`) with their `metadata`, as HA's
+    /// compilation does (HA's own import takes hourly rows only; this also takes short-term ones).
+    /// `metadata` and `rows` have the shapes of `recorder/import_statistics`; a row of a start
+    /// already held replaces it. Fire [`Sim::fire_5min_statistics_generated`] to announce them.
+    pub fn add_statistics(&self, metadata: Value, period: &str, rows: Value) -> Result<(), String> {
+        lock(&self.inner.statistics)
+            .import(&metadata, period, &rows)
+            .map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    /// Fires `recorder_5min_statistics_generated`, as HA does after each 5-minute compilation.
+    pub fn fire_5min_statistics_generated(&self) {
+        self.fire_event("recorder_5min_statistics_generated", serde_json::json!({}));
     }
 
     /// Fires a custom event (origin `LOCAL`) to `subscribe_events` subscribers.

@@ -205,6 +205,24 @@ impl WsClient {
     ) -> Result<BTreeMap<String, Vec<HistoryState>>, Error> {
         block_on(self.inner.history_during_period(query))?
     }
+    /// `recorder/list_statistic_ids`.
+    pub fn list_statistic_ids(&self) -> Result<Vec<crate::ws::StatisticMetadata>, Error> {
+        block_on(self.inner.list_statistic_ids())?
+    }
+    /// `recorder/get_statistics_metadata` for `statistic_ids` (all when empty).
+    pub fn get_statistics_metadata(
+        &self,
+        statistic_ids: &[String],
+    ) -> Result<Vec<crate::ws::StatisticMetadata>, Error> {
+        block_on(self.inner.get_statistics_metadata(statistic_ids))?
+    }
+    /// `recorder/statistics_during_period`.
+    pub fn statistics_during_period(
+        &self,
+        query: &crate::ws::StatisticsQuery,
+    ) -> Result<crate::ws::StatisticsAnswer, Error> {
+        block_on(self.inner.statistics_during_period(query))?
+    }
     /// `recorder/info`.
     pub fn recorder_info(&self) -> Result<RecorderInfo, Error> {
         block_on(self.inner.recorder_info())?

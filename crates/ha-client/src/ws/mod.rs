@@ -49,6 +49,7 @@ mod connection;
 pub(crate) mod entities;
 pub(crate) mod frame;
 mod state_changed;
+pub mod statistics;
 mod subscription;
 pub(crate) mod types;
 
@@ -63,6 +64,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use entities::{EntitiesSubscription, EntitiesUpdate, EntityState};
 pub use state_changed::{ContextRef, StateChangedEvent, StateChangedRef, StateRef};
+pub use statistics::{
+    StatisticMetadata, StatisticRow, StatisticsAnswer, StatisticsPeriod, StatisticsQuery,
+};
 pub use subscription::Subscription;
 pub use types::{
     Context, CurrentUser, Event, HaConfig, HaEvent, HistoryQuery, HistoryState, RecorderInfo,
@@ -550,6 +554,38 @@ impl WsClient {
     /// `recorder/info`.
     pub async fn recorder_info(&self) -> Result<RecorderInfo, Error> {
         self.command(json!({"type": "recorder/info"})).await
+    }
+
+    /// `recorder/list_statistic_ids`: every statistic HA holds or will compile (sensors with a
+    /// `state_class` are listed before their first row), with its metadata.
+    pub async fn list_statistic_ids(&self) -> Result<Vec<StatisticMetadata>, Error> {
+        self.command(json!({"type": "recorder/list_statistic_ids"}))
+            .await
+    }
+
+    /// `recorder/get_statistics_metadata` for `statistic_ids` (all when empty).
+    pub async fn get_statistics_metadata(
+        &self,
+        statistic_ids: &[String],
+    ) -> Result<Vec<StatisticMetadata>, Error> {
+        let mut msg = json!({"type": "recorder/get_statistics_metadata"});
+        if !statistic_ids.is_empty() {
+            msg["statistic_ids"] = json!(statistic_ids);
+        }
+        self.command(msg).await
+    }
+
+    /// `recorder/statistics_during_period`: rows per statistic in `[start_time, end_time)`.
+    /// HA's refusals come back as [`Error::Command`] with its code (`invalid_start_time`,
+    /// `invalid_format` for an empty id list or an unknown period).
+    pub async fn statistics_during_period(
+        &self,
+        query: &StatisticsQuery,
+    ) -> Result<StatisticsAnswer, Error> {
+        let mut msg = serde_json::to_value(query)
+            .map_err(|e| Error::Config(format!("statistics query: {e}")))?;
+        msg["type"] = Value::String("recorder/statistics_during_period".into());
+        self.command(msg).await
     }
 
     /// `subscribe_events` for one event type, or all (`None`, admin only).

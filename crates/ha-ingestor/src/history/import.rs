@@ -130,23 +130,7 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
         let name: Arc<str> = Arc::from(inst.name.as_str());
         // The instance's own rules on top of the global ones, as the live source applies them.
         let (filter, rules) = config.rules_for(inst).map_err(|e| RunError::Config(e.0))?;
-        let tokens = token_source(inst)?;
-        let tls =
-            tls_options(inst).map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
-        let url = crate::credentials::ha_url(inst)
-            .map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
-        let ws = WsClient::builder(url)
-            .shared_token_source(tokens)
-            .tls(tls)
-            .connect()
-            .await
-            .map_err(|e| {
-                if e.is_final() {
-                    RunError::Auth(format!("instance '{name}': {e}"))
-                } else {
-                    RunError::Other(format!("instance '{name}': {e}"))
-                }
-            })?;
+        let ws = connect(inst).await?;
         let entities = entities(&ws, &config.db, &name, &filter).await?;
         let all = slices(options.since_us, until);
         let todo: Vec<(i64, i64)> = all
@@ -235,6 +219,27 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// A client of `inst` for an import; errors name the instance.
+pub(crate) async fn connect(inst: &crate::config::InstanceConfig) -> Result<WsClient, RunError> {
+    let name = &inst.name;
+    let tokens = token_source(inst)?;
+    let tls = tls_options(inst).map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
+    let url = crate::credentials::ha_url(inst)
+        .map_err(|e| RunError::Config(format!("instance '{name}': {e}")))?;
+    WsClient::builder(url)
+        .shared_token_source(tokens)
+        .tls(tls)
+        .connect()
+        .await
+        .map_err(|e| {
+            if e.is_final() {
+                RunError::Auth(format!("instance '{name}': {e}"))
+            } else {
+                RunError::Other(format!("instance '{name}': {e}"))
+            }
+        })
 }
 
 /// The entities to import: those HA has now plus those the store has seen (entities deleted since

@@ -1,11 +1,14 @@
 //! Reading HA's recorder history into the store: the gap fill after every (re)connect and at
-//! start ([`gap_fill`]), and the import of everything HA still holds ([`import`]). Both read
+//! start ([`gap_fill`]), and the import of everything HA still holds ([`import`]); HA's statistics
+//! likewise, live ([`statistics`]) and in bulk ([`statistics_import`]). Both read
 //! through [`read_history`], so a row from history is built one way: the live row's
 //! microseconds ([`ha_client::time::micros_from_seconds`]), HA's attribute order, time order
 //! across entities.
 
 pub mod gap_fill;
 pub mod import;
+pub mod statistics;
+pub mod statistics_import;
 
 use std::sync::Arc;
 

@@ -20,6 +20,7 @@ pub mod split;
 use futures_util::future::BoxFuture;
 
 pub use crate::store::journal::{JournalEvent, JournalRow};
+pub use crate::store::statistics::JournalStatistic;
 pub use config::{SinkConfig, SinkKind, SinkStart, TimeColumn};
 
 use crate::record::RecordKind;
@@ -92,6 +93,20 @@ pub trait Sink: Send {
     ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
         let refused = SinkError::Failed(format!(
             "this sink takes no events ({} of them asked for)",
+            rows.len()
+        ));
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// Writes HA's statistics, in journal order; called only when [`Sink::kinds`] names
+    /// [`RecordKind::Statistic`]. A row may come again with other values (HA corrected it): the
+    /// sink must overwrite its copy. A [`Rejected`] names the statistic id.
+    fn write_statistics<'a>(
+        &'a mut self,
+        rows: &'a [JournalStatistic],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        let refused = SinkError::Failed(format!(
+            "this sink takes no statistics ({} of them asked for)",
             rows.len()
         ));
         Box::pin(async move { Err(refused) })

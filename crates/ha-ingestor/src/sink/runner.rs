@@ -259,8 +259,29 @@ impl SinkRunner {
                 };
                 (first, last, report)
             }
+            RecordKind::Statistic => {
+                let rows = with_journal(journal, move |j| j.read_statistics_after(cursor, limit))
+                    .await
+                    .map_err(read_error)?;
+                let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                    return Ok(None);
+                };
+                let (first, last) = (first.id, last.id);
+                let mut rows = rows;
+                rows.retain(|r| self.takes(&r.instance));
+                let report = match rows.is_empty() {
+                    true => WriteReport::default(),
+                    false => self.sink.write_statistics(&rows).await?,
+                };
+                (first, last, report)
+            }
         };
-        let evicted = evicted_unsent(cursor, first_id);
+        // Statistic ids have holes (corrections): their eviction is counted where it happens
+        // (`SqliteStore::evict_oldest`).
+        let evicted = match kind {
+            RecordKind::Statistic => 0,
+            _ => evicted_unsent(cursor, first_id),
+        };
         if evicted > 0 {
             metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => self.name.clone())
                 .increment(evicted);

@@ -144,6 +144,15 @@ impl Journal {
             .unwrap_or(0))
     }
 
+    /// Up to `limit` statistic rows after `after`, in id order.
+    pub fn read_statistics_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<super::statistics::JournalStatistic>> {
+        super::statistics::read_after(&self.conn, after, limit)
+    }
+
     /// Up to `limit` events after `after`, in id order.
     pub fn read_events_after(
         &self,

@@ -8,7 +8,8 @@
 //! - [`writer`]: the task that batches and commits them;
 //! - [`journal`]: what sinks read, their cursors and dead letters;
 //! - [`gaps`]: the gap backfill's records;
-//! - [`progress`]: the history import's finished slices.
+//! - [`progress`]: the history import's finished slices;
+//! - [`statistics`]: HA's statistics (metadata, rows, corrections).
 
 pub mod gaps;
 pub mod journal;
@@ -16,6 +17,7 @@ mod open;
 pub mod progress;
 pub mod schema;
 pub(crate) mod sqlite;
+pub mod statistics;
 mod writer;
 
 pub use open::{Access, BUSY_TIMEOUT, check_writable, open};

@@ -1,4 +1,5 @@
-//! The history import's progress: the slices an import finished, so a second run resumes.
+//! The history import's progress: the slices an import finished, so a second run resumes; one
+//! table for states (`import_progress`), one for statistics (`statistics_import_progress`).
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use super::{Access, StoreError};
 /// The `import_progress` table.
 pub struct ImportProgress {
     conn: Connection,
+    table: &'static str,
 }
 
 impl ImportProgress {
@@ -16,6 +18,15 @@ impl ImportProgress {
     pub fn open(db: &Path) -> Result<Self, StoreError> {
         Ok(ImportProgress {
             conn: super::open(db, Access::Write)?,
+            table: "import_progress",
+        })
+    }
+
+    /// The progress of `backfill --statistics`.
+    pub fn open_statistics(db: &Path) -> Result<Self, StoreError> {
+        Ok(ImportProgress {
+            conn: super::open(db, Access::Write)?,
+            table: "statistics_import_progress",
         })
     }
 
@@ -23,7 +34,10 @@ impl ImportProgress {
     pub fn done(&self, instance: &str, start: i64, end: i64) -> bool {
         self.conn
             .query_row(
-                "SELECT 1 FROM import_progress WHERE instance = ?1 AND start_us <= ?2 AND end_us >= ?3",
+                &format!(
+                    "SELECT 1 FROM {} WHERE instance = ?1 AND start_us <= ?2 AND end_us >= ?3",
+                    self.table
+                ),
                 params![instance, start, end],
                 |_| Ok(()),
             )
@@ -39,7 +53,10 @@ impl ImportProgress {
         states: u64,
     ) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO import_progress (instance, start_us, end_us, states) VALUES (?1, ?2, ?3, ?4)",
+            &format!(
+                "INSERT OR REPLACE INTO {} (instance, start_us, end_us, states) VALUES (?1, ?2, ?3, ?4)",
+                self.table
+            ),
             params![instance, start, end, states as i64],
         )?;
         Ok(())
@@ -47,7 +64,8 @@ impl ImportProgress {
 
     /// Forgets every finished slice (`backfill --fresh`).
     pub fn forget(&self) -> Result<(), StoreError> {
-        self.conn.execute("DELETE FROM import_progress", [])?;
+        self.conn
+            .execute(&format!("DELETE FROM {}", self.table), [])?;
         Ok(())
     }
 }

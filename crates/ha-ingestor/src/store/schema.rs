@@ -117,7 +117,8 @@ fn v3_record_kinds(tx: &Connection) -> rusqlite::Result<()> {
 
 /// Version 4: HA's long-term statistics (`recorder/statistics_during_period`, or HA's recorder
 /// database). One row per (instance, statistic, period, start): re-reading a window adds nothing.
-/// `statistics.id` is the journal sequence of the `statistic` record kind.
+/// `statistics.id` is the journal sequence of the `statistic` record kind; a row HA corrected gets
+/// a new one.
 const V4_STATISTICS: &str = r#"
 CREATE TABLE IF NOT EXISTS statistics_meta (
     id           INTEGER PRIMARY KEY,
@@ -132,7 +133,9 @@ CREATE TABLE IF NOT EXISTS statistics_meta (
     UNIQUE (instance, statistic_id)
 );
 CREATE TABLE IF NOT EXISTS statistics (
-    id            INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: a row HA corrected is written anew (see store/statistics.rs), and its new id
+    -- must be past every sink's cursor even when the replaced row was the newest.
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     meta          INTEGER NOT NULL REFERENCES statistics_meta (id),
     period        TEXT NOT NULL,           -- '5minute' or 'hour'
     start_us      INTEGER NOT NULL,        -- start of the period, microseconds since the epoch
@@ -145,6 +148,13 @@ CREATE TABLE IF NOT EXISTS statistics (
     UNIQUE (meta, period, start_us)
 );
 CREATE INDEX IF NOT EXISTS statistics_start ON statistics (start_us);
+CREATE TABLE IF NOT EXISTS statistics_import_progress (
+    instance TEXT NOT NULL,
+    start_us INTEGER NOT NULL,             -- a finished slice [start_us, end_us) of backfill --statistics
+    end_us   INTEGER NOT NULL,
+    states   INTEGER NOT NULL,             -- the rows it held
+    PRIMARY KEY (instance, start_us, end_us)
+);
 CREATE VIEW IF NOT EXISTS statistics_view AS
 SELECT s.id, m.instance, m.statistic_id, m.source, m.unit, m.unit_class, m.name, s.period,
        strftime('%Y-%m-%dT%H:%M:%SZ', s.start_us / 1e6, 'unixepoch') AS start,

@@ -75,6 +75,8 @@ pub struct WriteOutcome {
     /// `last_changed`; only `last_updated` differs): HA re-announcing a state, which carries no new
     /// information. See [`SqliteStore::set_skip_unchanged`].
     pub unchanged: u64,
+    /// Statistic rows written (new, or corrected by HA); they are not in the counts above.
+    pub statistics: u64,
 }
 
 impl WriteOutcome {
@@ -109,6 +111,7 @@ pub struct SqliteStore {
     /// The newest stored row per entity, for skipping unchanged re-announcements.
     last: HashMap<i64, LastRow>,
     skip_unchanged: bool,
+    statistic_meta_ids: super::statistics::MetaIds,
 }
 
 /// What is compared to decide that a row repeats the last one.
@@ -140,6 +143,7 @@ impl SqliteStore {
             attribute_ids: HashMap::new(),
             last: HashMap::new(),
             skip_unchanged: true,
+            statistic_meta_ids: Default::default(),
         }
     }
 
@@ -159,6 +163,27 @@ impl SqliteStore {
             self.entity_ids.clear();
             self.attribute_ids.clear();
             self.last.clear();
+            self.statistic_meta_ids.clear();
+        }
+        result
+    }
+
+    /// Writes statistic rows in one transaction (see [`super::statistics`]): for bulk imports
+    /// that bypass the writer task. Sinks pick them up from the journal.
+    pub fn write_statistics(
+        &mut self,
+        rows: &[crate::record::StatisticRow],
+    ) -> Result<super::statistics::StatisticsWritten, StoreError> {
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let written = super::statistics::write_rows(&tx, &mut self.statistic_meta_ids, rows)?;
+            tx.commit()?;
+            Ok(written)
+        })();
+        if result.is_err() {
+            self.statistic_meta_ids.clear();
         }
         result
     }
@@ -244,6 +269,17 @@ impl SqliteStore {
                         context_id,
                         origin
                     ])?,
+                    // A correction is a new journal row too (see `store::statistics`). Counted
+                    // apart: the mirror re-reads its newest rows on purpose, which are no
+                    // duplicate deliveries.
+                    Record::Statistic(row) => {
+                        let written =
+                            super::statistics::write_row(&tx, &mut self.statistic_meta_ids, row)?
+                                != super::statistics::RowWritten::Unchanged;
+                        outcome.statistics += u64::from(written);
+                        outcome.inserted_flags.push(written);
+                        continue;
+                    }
                 };
                 outcome.count(record.instance(), n == 1);
             }
@@ -277,27 +313,43 @@ impl SqliteStore {
     }
 
     /// Deletes up to `rows` of the oldest records of every kind (states by `last_updated`, events
-    /// by `time_fired`: a file filled by events must not lose its states first), and attribute sets
-    /// no row uses any more. Returns how many records went.
+    /// by `time_fired`, statistics by the start of their period: a file filled by one kind must
+    /// not lose the others first), and attribute sets no row uses any more. Returns how many
+    /// records went.
+    ///
+    /// Statistic ids have holes anyway (a corrected row moves to a new id), so a sink cannot tell
+    /// evicted statistics from the gaps between its cursor and the next row: they are counted here,
+    /// per sink, when deleted before the sink's cursor passed them
+    /// (`ha_ingestor_sink_rows_evicted_unsent_total{kind="statistic"}`).
     pub fn evict_oldest(&mut self, rows: u64) -> Result<u64, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let limit = i64::try_from(rows).unwrap_or(i64::MAX);
-        // The oldest rows by id of each table (ids follow time closely), then the oldest of those.
-        let (states_up_to, events_up_to): (Option<i64>, Option<i64>) = tx.query_row(
-            "SELECT max(CASE WHEN kind = 0 THEN id END), max(CASE WHEN kind = 1 THEN id END) FROM (
-                 SELECT kind, id FROM (
-                     SELECT 0 AS kind, id, t FROM (SELECT id, last_updated_us AS t FROM states ORDER BY id LIMIT ?1)
-                     UNION ALL
-                     SELECT 1, id, t FROM (SELECT id, time_fired_us AS t FROM events ORDER BY id LIMIT ?1)
-                 ) ORDER BY t LIMIT ?1
-             )",
-            [limit],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+        // The oldest rows of each table (states and events by id: their ids follow time closely;
+        // statistics by start, since a backfill writes them in any order), then the oldest of those.
+        let mut oldest = tx.prepare(
+            "SELECT kind, id FROM (
+                 SELECT 0 AS kind, id, t FROM (SELECT id, last_updated_us AS t FROM states ORDER BY id LIMIT ?1)
+                 UNION ALL
+                 SELECT 1, id, t FROM (SELECT id, time_fired_us AS t FROM events ORDER BY id LIMIT ?1)
+                 UNION ALL
+                 SELECT 2, id, t FROM (SELECT id, start_us AS t FROM statistics ORDER BY start_us LIMIT ?1)
+             ) ORDER BY t LIMIT ?1",
         )?;
-        // Each table keeps its newest row: ids are `max(id) + 1`, and an emptied table would
-        // hand out ids a sink's cursor has passed already, so their rows would never be sent.
+        let (mut states_up_to, mut events_up_to) = (None::<i64>, None::<i64>);
+        let mut statistics = Vec::new();
+        for pair in oldest.query_map([limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            match pair? {
+                (0, id) => states_up_to = Some(states_up_to.map_or(id, |m| m.max(id))),
+                (1, id) => events_up_to = Some(events_up_to.map_or(id, |m| m.max(id))),
+                (_, id) => statistics.push(id),
+            }
+        }
+        drop(oldest);
+        // States and events keep their newest row: their ids are `max(id) + 1`, and an emptied
+        // table would hand out ids a sink's cursor has passed already, so their rows would never
+        // be sent. (Statistics ids are AUTOINCREMENT, never reused.)
         let newest = |table: &str| -> rusqlite::Result<i64> {
             tx.query_row(
                 &format!("SELECT coalesce(max(id), 0) FROM {table}"),
@@ -319,7 +371,19 @@ impl SqliteStore {
         if let Some(id) = events_up_to {
             n += tx.execute("DELETE FROM events WHERE id <= ?1", [id])?;
         }
+        let unsent = statistics_unsent(&tx, &statistics)?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM statistics WHERE id = ?1")?;
+            for id in &statistics {
+                n += delete.execute([id])?;
+            }
+        }
         tx.commit()?;
+        for (sink, count) in unsent {
+            metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => sink.clone(), "kind" => "statistic")
+                .increment(count);
+            tracing::error!(%sink, kind = "statistic", rows = count, "records were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
+        }
         self.attribute_ids.clear();
         self.last.clear();
         Ok(n as u64)
@@ -329,6 +393,23 @@ impl SqliteStore {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// How many of the statistic rows `ids` each sink taking statistics has not passed yet.
+fn statistics_unsent(tx: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<(String, u64)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cursors =
+        tx.prepare("SELECT sink, last_id FROM sink_cursors WHERE kind = 'statistic'")?;
+    let cursors = cursors
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(cursors
+        .into_iter()
+        .map(|(sink, last_id)| (sink, ids.iter().filter(|id| **id > last_id).count() as u64))
+        .filter(|(_, n)| *n > 0)
+        .collect())
 }
 
 fn entity_id(
@@ -546,6 +627,7 @@ pub(crate) mod tests {
             attribute_ids: HashMap::new(),
             last: HashMap::new(),
             skip_unchanged: true,
+            statistic_meta_ids: Default::default(),
         };
         let o = fresh
             .write_batch(&[changed_at("sensor.a", "1", 40, 50, r#"{"u":"kW"}"#)])
@@ -619,6 +701,57 @@ pub(crate) mod tests {
             context_id: Some(format!("c{us}")),
             origin: None,
         })
+    }
+
+    #[test]
+    fn statistics_are_evicted_by_period_start_and_unsent_ones_are_counted_per_sink() {
+        use crate::store::statistics::tests::{energy, hour};
+        let mut store = SqliteStore::in_memory().unwrap();
+        let m = energy();
+        // Written newest first (a backfill's order is not time order): ids run against time.
+        let stats: Vec<Record> = (0..20)
+            .rev()
+            .map(|h| Record::Statistic(hour(&m, h, h as f64)))
+            .collect();
+        store.write_batch(&stats).unwrap();
+        let later = 1000 * 3_600_000_000;
+        let states: Vec<Record> = (0..20)
+            .map(|i| row("sensor.a", "1", later + i, "{}"))
+            .collect();
+        store.write_batch(&states).unwrap();
+        // Sink `a` received the 10 oldest ids (hours 19..10), sink `b` nothing.
+        store
+            .connection()
+            .execute_batch(
+                "INSERT INTO sink_cursors (sink, kind, last_id) VALUES ('a', 'statistic', 10), ('b', 'statistic', 0)",
+            )
+            .unwrap();
+        let oldest_ids: Vec<i64> = (16..=20).collect(); // hours 4..0
+        assert_eq!(
+            statistics_unsent(store.connection(), &oldest_ids).unwrap(),
+            vec![("a".to_string(), 5), ("b".to_string(), 5)]
+        );
+        assert_eq!(store.evict_oldest(5).unwrap(), 5);
+        let hours: Vec<i64> = {
+            let mut stmt = store
+                .connection()
+                .prepare("SELECT start_us / 3600000000 FROM statistics ORDER BY start_us")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            hours,
+            (5..20).collect::<Vec<i64>>(),
+            "the five oldest hours went"
+        );
+        let states_left: i64 = store
+            .connection()
+            .query_row("SELECT count(*) FROM states", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(states_left, 20, "the newer states stayed");
     }
 
     #[test]

@@ -258,7 +258,8 @@ fn evict_to_bound(store: &mut SqliteStore, max: u64, policy: FullPolicy) -> Resu
         // Evict in steps of 2 % of the records of every kind (estimated from the id ranges, O(1)).
         let span: i64 = store.connection().query_row(
             "SELECT (SELECT coalesce(max(id) - min(id), 0) FROM states) \
-                  + (SELECT coalesce(max(id) - min(id), 0) FROM events)",
+                  + (SELECT coalesce(max(id) - min(id), 0) FROM events) \
+                  + (SELECT coalesce(max(id) - min(id), 0) FROM statistics)",
             [],
             |r| r.get(0),
         )?;
@@ -304,6 +305,9 @@ fn record_metrics(records: &[Record], outcome: super::WriteOutcome) -> Option<f6
     }
     if outcome.unchanged > 0 {
         metrics::counter!("ha_ingestor_states_unchanged_total").increment(outcome.unchanged);
+    }
+    if outcome.statistics > 0 {
+        metrics::counter!("ha_ingestor_statistics_written_total").increment(outcome.statistics);
     }
     for (instance, inserted, duplicates) in outcome.per_instance {
         let instance = instance.to_string();

@@ -3,6 +3,7 @@
 mod faults;
 mod history;
 mod http;
+mod statistics;
 mod ws;
 
 use std::collections::{HashMap, VecDeque};

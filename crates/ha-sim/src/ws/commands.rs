@@ -430,6 +430,45 @@ fn run(
             Ok(Some(json!({ "path": path }).to_string()))
         }
         "history/history_during_period" => history(inner, msg).map(Some),
+        "recorder/list_statistic_ids" => {
+            check(
+                msg,
+                "recorder/list_statistic_ids",
+                &[("statistic_type", false, Ty::Str)],
+            )?;
+            let t = str_of(msg, "statistic_type");
+            if t.is_some_and(|t| t != "sum" && t != "mean") {
+                return Err(CmdError::new(
+                    "invalid_format",
+                    "value must be one of ['mean', 'sum'] for dictionary value @ data['statistic_type']",
+                ));
+            }
+            Ok(Some(lock(&inner.statistics).list(t).to_string()))
+        }
+        "recorder/get_statistics_metadata" => {
+            check(
+                msg,
+                "recorder/get_statistics_metadata",
+                &[("statistic_ids", false, Ty::StrList)],
+            )?;
+            let ids = entity_list(msg.get("statistic_ids"));
+            Ok(Some(
+                lock(&inner.statistics).metadata(ids.as_deref()).to_string(),
+            ))
+        }
+        "recorder/statistics_during_period" => statistics_during_period(inner, msg).map(Some),
+        "recorder/import_statistics" => {
+            check(
+                msg,
+                "recorder/import_statistics",
+                &[("metadata", true, Ty::Dict), ("stats", true, Ty::Any)],
+            )?;
+            require_admin(p)?;
+            let metadata = msg.get("metadata").cloned().unwrap_or_default();
+            let stats = msg.get("stats").cloned().unwrap_or_default();
+            lock(&inner.statistics).import(&metadata, "hour", &stats)?;
+            Ok(Some("null".into()))
+        }
         "recorder/info" => {
             check(msg, "recorder/info", &[])?;
             Ok(Some(
@@ -491,4 +530,53 @@ fn history(inner: &Inner, msg: &Value) -> Result<String, CmdError> {
     let mut out = String::new();
     write_compressed(&mut out, &rows, bool_of(msg, "no_attributes", false));
     Ok(out)
+}
+
+fn statistics_during_period(inner: &Inner, msg: &Value) -> Result<String, CmdError> {
+    check(
+        msg,
+        "recorder/statistics_during_period",
+        &[
+            ("start_time", true, Ty::Str),
+            ("end_time", false, Ty::Str),
+            ("statistic_ids", true, Ty::StrList),
+            ("period", true, Ty::Str),
+            ("units", false, Ty::Dict),
+            ("types", false, Ty::StrList),
+        ],
+    )?;
+    let period = str_of(msg, "period").unwrap_or("");
+    if !["5minute", "hour", "day", "week", "month"].contains(&period) {
+        return Err(CmdError::new(
+            "invalid_format",
+            format!(
+                "value must be one of ['5minute', 'day', 'hour', 'month', 'week'] for dictionary value @ data['period']. Got '{period}'"
+            ),
+        ));
+    }
+    let ids: Vec<String> = msg
+        .get("statistic_ids")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        return Err(CmdError::new(
+            "invalid_format",
+            "length of value must be at least 1 for dictionary value @ data['statistic_ids']",
+        ));
+    }
+    let start = parse_iso(str_of(msg, "start_time").unwrap_or(""))
+        .ok_or_else(|| CmdError::new("invalid_start_time", "Invalid start_time"))?;
+    let end = match str_of(msg, "end_time") {
+        Some(e) => {
+            parse_iso(e).ok_or_else(|| CmdError::new("invalid_end_time", "Invalid end_time"))?
+        }
+        None => i64::MAX,
+    };
+    lock(&inner.statistics)
+        .during_period(start, end, &ids, period)
+        .map(|v| v.to_string())
 }

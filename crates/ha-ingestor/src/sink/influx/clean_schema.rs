@@ -10,6 +10,11 @@
 //! Events (`subscribe = "all"`) go to measurement `events` (`clean.events_measurement`): tags
 //! `event_type` and `instance`, fields `data` (the event's JSON), `context_id` and `origin`, at
 //! `time_fired`.
+//!
+//! HA's statistics go to measurement `statistics`: tags `statistic_id`, `period` (`5minute`,
+//! `hour`), `unit` and `instance`, float fields `mean`, `min`, `max`, `state` and `sum` (those
+//! HA gave), at the start of the period. A row HA corrected is written again and replaces the
+//! point.
 
 use std::fmt::{self, Write as _};
 
@@ -18,7 +23,7 @@ use super::config::{CleanSchemaOptions, FieldType};
 use super::escape::{Escaper, write_quoted};
 use super::python::{Py, parse_attributes, py_float, write_py_float};
 use crate::sink::config::TimeColumn;
-use crate::sink::{JournalEvent, JournalRow};
+use crate::sink::{JournalEvent, JournalRow, JournalStatistic};
 
 /// Encodes rows in the clean schema (see the module docs).
 pub struct CleanEncoder {
@@ -162,6 +167,44 @@ impl CleanEncoder {
     }
 }
 
+/// Writes a statistic row as one line of measurement `statistics` (see the module docs);
+/// `Skipped` when HA gave no value at all (a line needs a field).
+pub fn encode_statistic(row: &JournalStatistic, out: &mut String) -> Encoded {
+    let fields = [
+        ("mean", row.mean),
+        ("min", row.min),
+        ("max", row.max),
+        ("state", row.state),
+        ("sum", row.sum),
+    ];
+    if fields.iter().all(|(_, v)| v.is_none_or(|v| !v.is_finite())) {
+        return Encoded::Skipped;
+    }
+    out.push_str("statistics");
+    write_tags(
+        out,
+        [
+            ("statistic_id", row.statistic_id.as_str()),
+            ("period", row.period.as_str()),
+            ("unit", row.unit.as_deref().unwrap_or("")),
+            ("instance", &*row.instance),
+        ],
+    );
+    let mut first = true;
+    for (k, v) in fields {
+        let Some(v) = v.filter(|v| v.is_finite()) else {
+            continue;
+        };
+        out.push(if first { ' ' } else { ',' });
+        first = false;
+        out.push_str(k);
+        out.push('=');
+        let _ = write_py_float(out, v);
+    }
+    let _ = writeln!(out, " {}", row.start_us);
+    Encoded::Written
+}
+
 /// `,key=value` for each tag with a value (an empty tag value is not valid line protocol).
 fn write_tags<'a>(out: &mut String, tags: impl IntoIterator<Item = (&'a str, &'a str)>) {
     for (k, v) in tags {
@@ -271,6 +314,42 @@ mod tests {
     use super::*;
     use crate::sink::influx::testing::{clean, encode_clean, row};
     use std::sync::Arc;
+
+    #[test]
+    fn a_statistic_is_one_point_of_measurement_statistics_with_the_values_ha_gave() {
+        use crate::record::StatisticPeriod;
+        let row = JournalStatistic {
+            id: 1,
+            instance: std::sync::Arc::from("home"),
+            statistic_id: "sensor.energy meter".into(),
+            unit: Some("kWh".into()),
+            period: StatisticPeriod::Hour,
+            start_us: 1_796_565_600_000_000,
+            mean: None,
+            min: None,
+            max: None,
+            state: Some(10.5),
+            sum: Some(2.0),
+            last_reset_us: None,
+        };
+        let mut out = String::new();
+        assert!(matches!(encode_statistic(&row, &mut out), Encoded::Written));
+        assert_eq!(
+            out,
+            "statistics,statistic_id=sensor.energy\\ meter,period=hour,unit=kWh,instance=home state=10.5,sum=2.0 1796565600000000\n"
+        );
+        let empty = JournalStatistic {
+            state: None,
+            sum: None,
+            ..row
+        };
+        let mut out = String::new();
+        assert!(matches!(
+            encode_statistic(&empty, &mut out),
+            Encoded::Skipped
+        ));
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn clean_defaults() {

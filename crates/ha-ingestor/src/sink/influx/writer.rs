@@ -16,7 +16,9 @@ use super::ha_schema::HaEncoder;
 use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
 use crate::sink::split::{SplitError, Splitter};
-use crate::sink::{JournalEvent, JournalRow, Rejected, Sink, SinkError, WriteReport};
+use crate::sink::{
+    JournalEvent, JournalRow, JournalStatistic, Rejected, Sink, SinkError, WriteReport,
+};
 
 enum Encoder {
     Ha(HaEncoder),
@@ -343,8 +345,42 @@ impl Sink for InfluxSink {
         match self.encoder {
             // HA's integration writes no events: the HA-compatible output stays exactly HA's.
             Encoder::Ha(_) => &[RecordKind::State],
-            Encoder::Clean(_) => &[RecordKind::State, RecordKind::Event],
+            Encoder::Clean(_) => &[RecordKind::State, RecordKind::Event, RecordKind::Statistic],
         }
+    }
+
+    fn write_statistics<'a>(
+        &'a mut self,
+        rows: &'a [JournalStatistic],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        Box::pin(async move {
+            if matches!(self.encoder, Encoder::Ha(_)) {
+                return Err(SinkError::Failed(format!(
+                    "sink '{}': the HA-compatible schema takes no statistics",
+                    self.name
+                )));
+            }
+            let mut report = WriteReport::default();
+            let mut body = String::with_capacity(rows.len() * 128);
+            let mut lines = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter().enumerate() {
+                let start = body.len();
+                match super::clean_schema::encode_statistic(row, &mut body) {
+                    Encoded::Written => lines.push(Line {
+                        row: i,
+                        start,
+                        end: body.len(),
+                    }),
+                    Encoded::Skipped => report.skipped += 1,
+                }
+            }
+            if !lines.is_empty() {
+                let describe = |i: usize| (rows[i].id, rows[i].statistic_id.clone());
+                self.write_lines(&body, &lines, describe, &mut report)
+                    .await?;
+            }
+            Ok(report)
+        })
     }
 
     fn write_events<'a>(
@@ -434,6 +470,17 @@ mod tests {
                 context_user_id: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_ha_compatible_schema_takes_no_statistics_and_the_clean_one_does() {
+        let ha: InfluxConfig = toml::from_str("url = \"http://127.0.0.1:1\"").unwrap();
+        let sink = InfluxSink::new("i", &ha, None).unwrap();
+        assert_eq!(sink.kinds(), &[RecordKind::State]);
+        let clean: InfluxConfig =
+            toml::from_str("url = \"http://127.0.0.1:1\"\nschema = \"clean\"").unwrap();
+        let sink = InfluxSink::new("i", &clean, None).unwrap();
+        assert!(sink.kinds().contains(&RecordKind::Statistic));
     }
 
     #[tokio::test]

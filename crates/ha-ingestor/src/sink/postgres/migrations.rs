@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 use super::config::PostgresSchema;
 use super::errors::{ErrorContext, error_text};
 use super::events::EVENTS_DDL;
+use super::statistics::STATISTICS_DDL;
 use crate::sink::SinkError;
 
 /// What start-up found and did.
@@ -112,6 +113,14 @@ const NORMALIZED_MIGRATIONS: &[Migration] = &[
         ltss_location: false,
         sql: EVENTS_DDL,
     },
+    Migration {
+        version: 1003,
+        what: "create ha_statistics",
+        table: "ha_statistics",
+        chunk_interval: "30 days",
+        ltss_location: false,
+        sql: STATISTICS_DDL,
+    },
 ];
 
 const LTSS_MIGRATIONS: &[Migration] = &[
@@ -131,6 +140,14 @@ const LTSS_MIGRATIONS: &[Migration] = &[
         chunk_interval: "7 days",
         ltss_location: false,
         sql: EVENTS_DDL,
+    },
+    Migration {
+        version: 2003,
+        what: "create ha_statistics",
+        table: "ha_statistics",
+        chunk_interval: "30 days",
+        ltss_location: false,
+        sql: STATISTICS_DDL,
     },
 ];
 

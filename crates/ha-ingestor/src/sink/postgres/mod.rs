@@ -37,6 +37,7 @@ mod errors;
 mod events;
 mod migrations;
 mod rows;
+mod statistics;
 mod tls;
 mod writer;
 

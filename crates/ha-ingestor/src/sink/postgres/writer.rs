@@ -22,11 +22,14 @@ use super::rows::{
     LTSS_INSERT, LTSS_INSERT_LOCATION, LtssColumns, NORMALIZED_INSERT, NormalizedColumns,
     PreparedRow, no_nul,
 };
+use super::statistics::{PreparedStatistic, STATISTICS_INSERT, StatisticColumns};
 use super::tls::{SslModeSetting, TlsSettings};
 use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
 use crate::sink::split::{Split, SplitError, Splitter};
-use crate::sink::{JournalEvent, JournalRow, Rejected, Sink, SinkError, WriteReport};
+use crate::sink::{
+    JournalEvent, JournalRow, JournalStatistic, Rejected, Sink, SinkError, WriteReport,
+};
 
 /// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
 const CHUNK_ROWS: usize = 5000;
@@ -384,6 +387,52 @@ impl PostgresSink {
         Ok(report)
     }
 
+    async fn write_statistic_rows(
+        &mut self,
+        rows: &[JournalStatistic],
+    ) -> Result<WriteReport, SinkError> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(SinkError::Unavailable(format!(
+                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
+                self.ctx.name, self.ctx.target
+            )));
+        };
+        let mut report = WriteReport::default();
+        let mut prepared = Vec::with_capacity(rows.len());
+        for row in rows {
+            match PreparedStatistic::new(row) {
+                Ok(p) => prepared.push(p),
+                Err(reason) => report.rejected.push(Rejected {
+                    id: row.id,
+                    entity_id: row.statistic_id.clone(),
+                    reason,
+                }),
+            }
+        }
+        let insert = |part: Range<usize>| {
+            let columns = StatisticColumns::new(&prepared[part]);
+            async move { timed(conn.client.execute(STATISTICS_INSERT, &columns.params())).await }
+        };
+        let split = match insert_in_parts(prepared.len(), insert).await {
+            Ok(split) => split,
+            Err(Stop::EveryRowRefused(e)) => return Err(self.every_row_refused(e)),
+            Err(Stop::Failed(class, detail)) => {
+                self.conn = None;
+                return Err(self.ctx.error_of("writing statistics", class, &detail));
+            }
+        };
+        report.written += split.written;
+        for (i, reason) in split.refused {
+            let row = prepared[i].row;
+            report.rejected.push(Rejected {
+                id: row.id,
+                entity_id: row.statistic_id.clone(),
+                reason,
+            });
+        }
+        Ok(report)
+    }
+
     fn every_row_refused(&mut self, e: SplitError) -> SinkError {
         self.conn = None;
         SinkError::Failed(format!(
@@ -560,7 +609,14 @@ impl Sink for PostgresSink {
     }
 
     fn kinds(&self) -> &'static [RecordKind] {
-        &[RecordKind::State, RecordKind::Event]
+        &[RecordKind::State, RecordKind::Event, RecordKind::Statistic]
+    }
+
+    fn write_statistics<'a>(
+        &'a mut self,
+        rows: &'a [JournalStatistic],
+    ) -> BoxFuture<'a, Result<WriteReport, SinkError>> {
+        Box::pin(self.write_statistic_rows(rows))
     }
 
     fn write_events<'a>(
