@@ -171,6 +171,7 @@ pub fn import(
     }
     let mut store = SqliteStore::open(&config.db)?;
     store.set_skip_unchanged(config.store.skip_unchanged);
+    store.set_cache_mib(256)?;
     let progress = RecorderProgress::open(&config.db)?;
     if options.fresh {
         progress.forget()?;

@@ -4,11 +4,12 @@
 //! [`read`] opens HA's file read-only and reads its rows into plain structs; [`context`] turns
 //! the context bins back into the ids live events carry; [`import`] converts rows into the
 //! records live ingestion writes (same keys, same values) and writes them through the store,
-//! resumably.
+//! resumably; [`statistics`] reads the statistics tables (not yet written to the store).
 
 pub mod context;
 pub mod import;
 pub mod read;
+pub mod statistics;
 
 use std::path::PathBuf;
 
