@@ -96,6 +96,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             events.already_stored,
         );
     }
+    // The read alone (HA's file into plain structs), for where the time goes.
+    let reader = ha_ingestor::recorder::read::RecorderDb::open(&recorder.display().to_string())?;
+    let up_to = reader.newest_state_id()?;
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
+    let (mut after, mut rows, mut states) = (0, 0u64, Vec::with_capacity(args.chunk));
+    while let Some(last) = reader.read_states(
+        ha_ingestor::recorder::read::IdWindow::new(after, up_to, 0, i64::MAX),
+        args.chunk,
+        &mut states,
+    )? {
+        rows += states.len() as u64;
+        states.clear();
+        after = last;
+    }
+    let (secs, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds() - cpu_before);
+    println!(
+        "the read alone: {rows} states in {secs:.2} s: {:.0} states/s ({:.0} per CPU second)",
+        rows as f64 / secs,
+        rows as f64 / cpu
+    );
     println!("store: {} MB", std::fs::metadata(&db)?.len() / 1_000_000);
     Ok(())
 }
