@@ -434,3 +434,43 @@ fn files_that_are_not_a_recorder_database_are_refused() {
     );
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[test]
+fn with_several_instances_the_import_names_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    let file = dir.path().join("two.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "db = {:?}\n[[instance]]\nname = \"home\"\n[[instance]]\nname = \"cabin\"\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = Config::load_offline(Some(&file), Overrides::default()).unwrap();
+    let recorder = fixture("recorder-2026.2.3.db");
+    let e = run(&config, &recorder).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string().contains("several instances (home, cabin)")
+            && e.to_string().contains("--instance NAME"),
+        "{e}"
+    );
+    let mut options = RecorderImportOptions::new(recorder.display().to_string());
+    options.progress_bar = Some(false);
+    options.instance = Some("elsewhere".into());
+    let e = import(&config, &options).unwrap_err().to_string();
+    assert!(
+        e.contains("--instance elsewhere") && e.contains("home, cabin"),
+        "{e}"
+    );
+    options.instance = Some("cabin".into());
+    let summary = import(&config, &options).unwrap();
+    assert_eq!(summary.instance, "cabin");
+    // `subscribe` is state_changed (the default): events are left to live ingestion's choice.
+    assert!(summary.events.is_none(), "{summary}");
+    let stored = stored_states(&db);
+    assert!(!stored.is_empty() && stored.iter().all(|s| s.instance == "cabin"));
+    assert_eq!(count(&db, "events"), 0);
+}

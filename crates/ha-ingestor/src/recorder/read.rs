@@ -119,12 +119,6 @@ impl RecorderDb {
         conn.busy_timeout(Duration::from_secs(10)).map_err(failed)?;
         conn.pragma_update(None, "query_only", true)
             .map_err(failed)?;
-        // Reads through a memory map (no copy per page read) and a larger page cache; neither
-        // writes anything.
-        conn.pragma_update(None, "mmap_size", 1i64 << 30)
-            .map_err(failed)?;
-        conn.pragma_update(None, "cache_size", -65_536)
-            .map_err(failed)?;
         let not_recorder = |why: String| RecorderError::NotRecorder {
             path: path.clone(),
             why,
@@ -142,6 +136,12 @@ impl RecorderDb {
                 },
             )
             .map_err(|e| not_recorder(e.to_string()))?;
+        // Reads through a memory map (no copy per page read) and a larger page cache; neither
+        // writes anything. After the check: on a file that is not a database these fail too.
+        conn.pragma_update(None, "mmap_size", 1i64 << 30)
+            .map_err(failed)?;
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(failed)?;
         if !(OLDEST_SCHEMA..=NEWEST_SCHEMA).contains(&schema_version) {
             return Err(RecorderError::UnsupportedSchema {
                 path,
