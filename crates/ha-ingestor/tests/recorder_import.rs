@@ -209,6 +209,19 @@ fn imports_as_live(name: &str) {
         summary.events.as_ref().unwrap().inserted,
         events.len() as u64
     );
+    // Journaled like live rows: a remote sink reading the journal from the start gets them all.
+    let journal = ha_ingestor::store::journal::Journal::open(&db).unwrap();
+    let journaled = journal.read_after(0, 10_000).unwrap();
+    assert_eq!(journaled.len(), stored.len());
+    assert!(
+        journaled
+            .iter()
+            .any(|r| r.entity_id == "sensor.fixture_power")
+    );
+    assert_eq!(
+        journal.read_events_after(0, 10_000).unwrap().len(),
+        events.len()
+    );
 }
 
 #[test]
