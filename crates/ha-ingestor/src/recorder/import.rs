@@ -311,6 +311,7 @@ impl Job<'_> {
         let mut events = Vec::with_capacity(chunk);
         let mut records = Vec::with_capacity(chunk);
         let mut stopped = false;
+        let mut reported = Instant::now();
         loop {
             let last = match kind {
                 RecordKind::State => {
@@ -344,8 +345,18 @@ impl Job<'_> {
             after = last;
             self.progress.set(&key, after, rows_before + summary.read)?;
             records.clear();
-            if let Some(bar) = &bar {
-                bar.set_position(summary.read);
+            match &bar {
+                Some(bar) => bar.set_position(summary.read),
+                // Without a terminal (a service's log), a line every 10 s.
+                None if reported.elapsed().as_secs() >= 10 => {
+                    reported = Instant::now();
+                    eprintln!(
+                        "import-recorder: {instance} {}: {}/{todo} rows read, up to recorder id {after}",
+                        kind.table(),
+                        summary.read
+                    );
+                }
+                None => {}
             }
             if self
                 .options
