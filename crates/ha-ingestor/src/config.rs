@@ -432,8 +432,22 @@ impl Config {
         Config::resolve(parsed, overrides)
     }
 
+    /// As [`Config::load`], for a command that never contacts Home Assistant (`import-recorder`
+    /// reads HA's database file): an instance needs no url.
+    pub fn load_offline(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        let parsed = match file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve_for(parsed, overrides, false)
+    }
+
     /// Applies the overrides to a parsed file and validates.
     pub fn resolve(file: FileConfig, o: Overrides) -> Result<Config, ConfigError> {
+        Config::resolve_for(file, o, true)
+    }
+
+    fn resolve_for(file: FileConfig, o: Overrides, online: bool) -> Result<Config, ConfigError> {
         let mut instances = file.instances;
         if instances.is_empty() {
             instances.push(InstanceConfig::named("default"));
@@ -486,12 +500,18 @@ impl Config {
                     "{key}: the name is used twice; names must be unique"
                 )));
             }
-            let url = inst.url.as_deref().ok_or_else(|| {
-                ConfigError(format!(
-                    "{key}: no url; set HASS_SERVER, --server, or url in the [[instance]] table"
-                ))
-            })?;
-            ha_client::HaUrl::parse(url).map_err(|e| ConfigError(format!("{key}.url: {e}")))?;
+            match inst.url.as_deref() {
+                Some(url) => {
+                    ha_client::HaUrl::parse(url)
+                        .map_err(|e| ConfigError(format!("{key}.url: {e}")))?;
+                }
+                None if online => {
+                    return Err(ConfigError(format!(
+                        "{key}: no url; set HASS_SERVER, --server, or url in the [[instance]] table"
+                    )));
+                }
+                None => {}
+            }
             let sources = [
                 inst.token_file.is_some(),
                 inst.token_env.is_some(),

@@ -231,6 +231,42 @@ enum Command {
         #[arg(long)]
         statistics: bool,
     },
+    /// Import Home Assistant's own recorder database (the SQLite file home-assistant_v2.db,
+    /// opened read-only: safe beside a running HA) into the store: states with attributes,
+    /// times and context ids, and events, with the keys live ingestion writes, so rows the store
+    /// holds already are not added again. Needs no connection to HA. Resumable: a second run
+    /// continues after the last committed row (Ctrl-C stops after the chunk in hand).
+    ImportRecorder {
+        /// HA's recorder database: the path of home-assistant_v2.db (in HA's configuration
+        /// folder), or its sqlite:/// URL. MariaDB/MySQL/PostgreSQL recorders are not supported
+        /// (use `backfill`).
+        #[arg(long, value_name = "PATH")]
+        recorder_db: String,
+        /// The SQLite file [default: ha-ingestor.db].
+        #[arg(long, env = "HA_INGESTOR_DB")]
+        db: Option<PathBuf>,
+        /// Which [[instance]] of the config the rows belong to (required with several).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Only rows from this time on: a duration back from now (7d, 36h) or a UTC timestamp
+        /// (2026-11-01, 2026-11-01T12:00:00Z) [default: everything].
+        #[arg(long)]
+        since: Option<String>,
+        /// Only rows before this time, in the same formats [default: everything].
+        #[arg(long)]
+        until: Option<String>,
+        /// Import the recorder's events too: `auto` when the instance has subscribe = "all"
+        /// (as live ingestion stores them), `yes`, `no`.
+        #[arg(long, value_enum, default_value_t = ha_ingestor::recorder::import::EventsChoice::Auto)]
+        events: ha_ingestor::recorder::import::EventsChoice,
+        /// Recorder rows per read and per store transaction.
+        #[arg(long, default_value_t = 20_000)]
+        chunk: usize,
+        /// Forget how far earlier runs got and read everything again (rows stored already are
+        /// still not added twice).
+        #[arg(long)]
+        fresh: bool,
+    },
     /// Log in with a username and password (and a TOTP code when MFA is on), then create a
     /// long-lived token and write it to a 0600 file; or keep OAuth2 tokens (--oauth).
     #[command(after_help = CONNECTION_HELP)]
@@ -367,6 +403,7 @@ impl Command {
                 | Command::Run { .. }
                 | Command::Addon { .. }
                 | Command::Backfill { .. }
+                | Command::ImportRecorder { .. }
         )
     }
 }
@@ -533,6 +570,62 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))?;
             println!("{summary}");
+            Ok(())
+        }
+        Command::ImportRecorder {
+            recorder_db,
+            db,
+            instance,
+            since,
+            until,
+            events,
+            chunk,
+            fresh,
+        } => {
+            let overrides = Overrides {
+                db,
+                log_format: cli.log_format,
+                ..Overrides::default()
+            };
+            let config = Config::load_offline(cli.config.as_deref(), overrides)
+                .map_err(|e| (2, e.to_string()))?;
+            init_logging(config.log_format, "warn");
+            let now = jiff::Timestamp::now().as_microsecond();
+            let parse = |flag: &str, text: Option<String>| {
+                text.map(|t| ha_ingestor::history::import::parse_since(&t, now))
+                    .transpose()
+                    .map_err(|e| (2, format!("{flag}: {e}")))
+            };
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let options = ha_ingestor::recorder::import::RecorderImportOptions {
+                instance,
+                since_us: parse("--since", since)?,
+                until_us: parse("--until", until)?,
+                events,
+                fresh,
+                chunk,
+                stop: Some(stop.clone()),
+                ..ha_ingestor::recorder::import::RecorderImportOptions::new(recorder_db)
+            };
+            // Ctrl-C or SIGTERM: stop after the chunk in hand is committed; the next run resumes.
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                eprintln!("ha-ingestor: stopping after the chunk in hand");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let summary = tokio::task::spawn_blocking(move || {
+                ha_ingestor::recorder::import::import(&config, &options)
+            })
+            .await
+            .map_err(|e| (1, e.to_string()))?
+            .map_err(|e| (e.exit_code(), e.to_string()))?;
+            println!("{summary}");
+            if summary.interrupted {
+                return Err((
+                    1,
+                    "interrupted; run the same command again to resume".into(),
+                ));
+            }
             Ok(())
         }
         Command::Init {

@@ -62,11 +62,7 @@ impl RealHa {
     /// Reads the harness's `env.json` (path in `HA_TEST_ENV`, default `target/real-ha/env.json` of
     /// the workspace). Panics with the fix when it is missing: a real-HA test must fail, not skip.
     pub fn from_env() -> RealHa {
-        let path = std::env::var_os("HA_TEST_ENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/real-ha/env.json")
-            });
+        let path = Self::env_path();
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
                 "the real Home Assistant is not running ({}: {e}); start it with `bash scripts/real-ha.sh start`",
@@ -75,6 +71,23 @@ impl RealHa {
         });
         serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{} is not a harness env file: {e}", path.display()))
+    }
+
+    /// Where the harness's `env.json` is: `HA_TEST_ENV`, default `target/real-ha/env.json`.
+    pub fn env_path() -> PathBuf {
+        std::env::var_os("HA_TEST_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/real-ha/env.json")
+            })
+    }
+
+    /// The harness's HA configuration folder: `config/` beside `env.json` (`HA_DIR/config`).
+    pub fn config_dir() -> PathBuf {
+        Self::env_path()
+            .parent()
+            .map(|dir| dir.join("config"))
+            .unwrap_or_default()
     }
 
     /// `host:port` of the HA.
@@ -110,6 +123,8 @@ pub struct HaTarget {
     pub admin_token: String,
     /// A long-lived token of a non-admin user.
     pub user_token: String,
+    /// HA's configuration folder (its recorder database is `home-assistant_v2.db` there).
+    pub config_dir: PathBuf,
 }
 
 impl std::fmt::Debug for HaTarget {
@@ -117,6 +132,7 @@ impl std::fmt::Debug for HaTarget {
         f.debug_struct("HaTarget")
             .field("url", &self.url)
             .field("version", &self.version)
+            .field("config_dir", &self.config_dir)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +152,7 @@ impl HaTarget {
                 .user
                 .long_lived_token
                 .expect("the harness made a user token"),
+            config_dir: RealHa::config_dir(),
         }
     }
 
@@ -148,6 +165,7 @@ impl HaTarget {
             ha_version: String,
             long_lived_token: String,
             non_admin_token: String,
+            config_dir: PathBuf,
         }
         let path = std::env::var_os("HA_CURRENT_ENV").map(PathBuf::from).unwrap_or_else(|| {
             panic!("HA_CURRENT_ENV is not set: start the current HA with `bash scripts/real-ha-current/up.sh` and export HA_CURRENT_ENV=<the path it prints>")
@@ -162,6 +180,7 @@ impl HaTarget {
             version: c.ha_version,
             admin_token: c.long_lived_token,
             user_token: c.non_admin_token,
+            config_dir: c.config_dir,
         }
     }
 }

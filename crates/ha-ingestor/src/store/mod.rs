@@ -8,7 +8,7 @@
 //! - [`writer`]: the task that batches and commits them;
 //! - [`journal`]: what sinks read, their cursors and dead letters;
 //! - [`gaps`]: the gap backfill's records;
-//! - [`progress`]: the history import's finished slices;
+//! - [`progress`]: the history import's finished slices, the recorder import's position;
 //! - [`statistics`]: HA's statistics (metadata, rows, corrections).
 
 pub mod gaps;
@@ -22,4 +22,5 @@ mod writer;
 
 pub use open::{Access, BUSY_TIMEOUT, check_writable, open};
 pub use sqlite::{SqliteStore, StoreError, WriteOutcome};
+pub(crate) use writer::commit as commit_within_bound;
 pub use writer::{CommitHook, WriterConfig, spawn_writer};

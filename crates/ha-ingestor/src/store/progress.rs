@@ -1,5 +1,6 @@
-//! The history import's progress: the slices an import finished, so a second run resumes; one
-//! table for states (`import_progress`), one for statistics (`statistics_import_progress`).
+//! Import progress, so a second run resumes: the slices a history import finished
+//! ([`ImportProgress`]: `import_progress` for states, `statistics_import_progress` for statistics),
+//! and how far a recorder import got in each table ([`RecorderProgress`]).
 
 use std::path::Path;
 
@@ -70,9 +71,106 @@ impl ImportProgress {
     }
 }
 
+/// Where an `import-recorder` run is: one row per (instance, recorder file, record kind, window).
+pub struct RecorderProgress {
+    conn: Connection,
+}
+
+/// The key of one recorder import's progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecorderImportKey<'a> {
+    /// The instance the rows are stored under.
+    pub instance: &'a str,
+    /// The recorder file's identity.
+    pub recorder: &'a str,
+    /// `state` or `event`.
+    pub kind: &'a str,
+    /// The window asked for, `[since_us, until_us)`.
+    pub since_us: i64,
+    /// See `since_us`.
+    pub until_us: i64,
+}
+
+impl RecorderProgress {
+    /// Opens the database (creating it, with the schema, when missing).
+    pub fn open(db: &Path) -> Result<Self, StoreError> {
+        Ok(RecorderProgress {
+            conn: super::open(db, Access::Write)?,
+        })
+    }
+
+    /// The last recorder row id done and the rows read so far (0, 0 when none).
+    pub fn get(&self, key: &RecorderImportKey<'_>) -> Result<(i64, u64), StoreError> {
+        use rusqlite::OptionalExtension;
+        let found: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT last_id, rows FROM recorder_import_progress WHERE instance = ?1 AND recorder = ?2 \
+                 AND kind = ?3 AND since_us = ?4 AND until_us = ?5",
+                params![key.instance, key.recorder, key.kind, key.since_us, key.until_us],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(found.map_or((0, 0), |(id, rows)| (id, rows as u64)))
+    }
+
+    /// Records that every recorder row up to `last_id` is committed in the store.
+    pub fn set(
+        &self,
+        key: &RecorderImportKey<'_>,
+        last_id: i64,
+        rows: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO recorder_import_progress (instance, recorder, kind, since_us, until_us, last_id, rows) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key.instance,
+                key.recorder,
+                key.kind,
+                key.since_us,
+                key.until_us,
+                last_id,
+                rows as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the progress of every recorder import (`import-recorder --fresh`).
+    pub fn forget(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM recorder_import_progress", [])?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorder_progress_is_kept_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = RecorderProgress::open(&dir.path().join("p.db")).unwrap();
+        let key = RecorderImportKey {
+            instance: "home",
+            recorder: "created 2026-01-01",
+            kind: "state",
+            since_us: 0,
+            until_us: i64::MAX,
+        };
+        assert_eq!(p.get(&key).unwrap(), (0, 0));
+        p.set(&key, 42, 40).unwrap();
+        assert_eq!(p.get(&key).unwrap(), (42, 40));
+        let other = RecorderImportKey {
+            kind: "event",
+            ..key.clone()
+        };
+        assert_eq!(p.get(&other).unwrap(), (0, 0));
+        p.forget().unwrap();
+        assert_eq!(p.get(&key).unwrap(), (0, 0));
+    }
 
     const DAY_US: i64 = 86_400_000_000;
 

@@ -164,6 +164,23 @@ SELECT s.id, m.instance, m.statistic_id, m.source, m.unit, m.unit_class, m.name,
 FROM statistics s JOIN statistics_meta m ON m.id = s.meta;
 "#;
 
+/// Version 5: the progress of `import-recorder` (HA's recorder database read directly), so an
+/// interrupted import resumes: per instance, recorder file, record kind and window, the last
+/// recorder row id whose row is committed here. Recorder ids only grow, so a later run with the
+/// same window also picks up what HA recorded since.
+const V5_RECORDER_IMPORT: &str = r#"
+CREATE TABLE IF NOT EXISTS recorder_import_progress (
+    instance TEXT NOT NULL,
+    recorder TEXT NOT NULL,                -- the recorder file's identity (when HA created it)
+    kind     TEXT NOT NULL,                -- 'state', 'event'
+    since_us INTEGER NOT NULL,             -- the window asked for (--since, --until; 0 and
+    until_us INTEGER NOT NULL,             -- the largest integer when not given)
+    last_id  INTEGER NOT NULL,             -- recorder state_id / event_id done
+    rows     INTEGER NOT NULL,             -- recorder rows read so far
+    PRIMARY KEY (instance, recorder, kind, since_us, until_us)
+);
+"#;
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
@@ -187,6 +204,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(|tx| tx.execute_batch(&format!("{V1_BASE}{V2_LAZY_TABLES}"))),
     Migration::Code(v3_record_kinds),
     Migration::Sql(V4_STATISTICS),
+    Migration::Sql(V5_RECORDER_IMPORT),
 ];
 
 /// The schema version this build writes.
@@ -278,6 +296,7 @@ mod tests {
             "import_progress",
             "statistics_meta",
             "statistics",
+            "recorder_import_progress",
         ] {
             assert!(
                 has_column(&conn, table, "id").unwrap()

@@ -218,8 +218,9 @@ impl Held {
     }
 }
 
-/// Writes a batch within the size bound.
-fn commit(
+/// Writes a batch within the size bound (`max_db_bytes`, `on_full`): the writer task's commit,
+/// also used by `import-recorder`, which writes without the task.
+pub(crate) fn commit(
     store: &mut SqliteStore,
     records: &[Record],
     bound: Option<(u64, FullPolicy)>,
