@@ -458,7 +458,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             let summary = ha_ingestor::demo::demo(options, metrics)
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))?;
-            println!("{summary}");
+            ha_ingestor::outln!("{summary}");
             Ok(())
         }
         Command::Run {
@@ -563,13 +563,13 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                     ha_ingestor::history::statistics_import::import_statistics(config, options)
                         .await
                         .map_err(|e| (e.exit_code(), e.to_string()))?;
-                println!("{summary}");
+                ha_ingestor::outln!("{summary}");
                 return Ok(());
             }
             let summary = ha_ingestor::history::import::import(config, options)
                 .await
                 .map_err(|e| (e.exit_code(), e.to_string()))?;
-            println!("{summary}");
+            ha_ingestor::outln!("{summary}");
             Ok(())
         }
         Command::ImportRecorder {
@@ -619,7 +619,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             .await
             .map_err(|e| (1, e.to_string()))?
             .map_err(|e| (e.exit_code(), e.to_string()))?;
-            println!("{summary}");
+            ha_ingestor::outln!("{summary}");
             if summary.interrupted {
                 return Err((
                     1,
@@ -717,7 +717,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             let body = ha_ingestor::health::probe(addr, timeout)
                 .await
                 .map_err(|e| (1, e))?;
-            println!("{body}");
+            ha_ingestor::outln!("{body}");
             Ok(())
         }
         Command::Check { conn, json, db } => {

@@ -187,3 +187,30 @@ async fn every_command_against_the_simulator() {
     .unwrap();
     sim.shutdown().await;
 }
+
+/// `ha-ingestor demo | head -1`: the reader closes the pipe; the demo ends quietly instead of
+/// panicking in its output.
+#[test]
+fn a_closed_stdout_ends_the_demo_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ha-ingestor"))
+        .args([
+            "demo",
+            "--events",
+            "200",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--db",
+        ])
+        .arg(dir.path().join("demo.db"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before anything is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -88,7 +88,7 @@ impl Report {
             } else {
                 format!("[{instance}] ")
             };
-            println!("{label:<4}  {prefix}{step:<9}  {message}");
+            crate::outln!("{label:<4}  {prefix}{step:<9}  {message}");
         }
         self.steps.push(Step {
             instance: instance.to_string(),
@@ -120,7 +120,7 @@ pub async fn check(conn: &ConnectionOptions, json: bool) -> Result<(), ToolError
             "failed_step": failed.map(|s| s.step),
             "steps": report.steps,
         });
-        println!("{doc:#}");
+        crate::outln!("{doc:#}");
     }
     match outcome {
         Ok(()) => Ok(()),

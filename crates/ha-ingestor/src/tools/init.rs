@@ -144,7 +144,7 @@ pub async fn init(opts: &InitOptions) -> Result<(), ToolError> {
         ToolError::other(format!("cannot write {}: {e}", opts.config_out.display()))
     })?;
     let config_path = std::fs::canonicalize(&opts.config_out).unwrap_or(opts.config_out.clone());
-    println!(
+    crate::outln!(
         "wrote {} and {} (mode 0600)\n\nstart it:\n  ha-ingestor --config {} run\n\nor as a \
          service: packaging/systemd/ha-ingestor.service (README, Install)",
         opts.config_out.display(),

@@ -323,6 +323,28 @@ pub fn short_time(iso: &str) -> String {
     }
 }
 
+/// Writes a line to standard output. A reader that closed the pipe (`ha-ingestor demo | head -1`)
+/// ends the process quietly, as other command-line tools do, where `println!` would panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::tools::write_stdout_line(format_args!($($arg)*))
+    };
+}
+
+/// See [`outln!`].
+pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ha-ingestor: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub async fn sign_path(
     let signed = ws.sign_path(path, expires).await;
     ws.close();
     let url = signed.map_err(|e| ToolError::client("auth/sign_path", &e))?;
-    println!("{url}");
+    crate::outln!("{url}");
     Ok(())
 }
 

@@ -117,7 +117,7 @@ pub async fn create_and_deliver(ws: &WsClient, out: &TokenOutput) -> Result<Stri
         );
     }
     if out.print {
-        println!("{}", token.expose());
+        crate::outln!("{}", token.expose());
     }
     Ok(name)
 }
@@ -155,10 +155,10 @@ pub async fn list(conn: &ConnectionOptions, as_json: bool) -> Result<(), ToolErr
     if as_json {
         let text =
             serde_json::to_string_pretty(&tokens).map_err(|e| ToolError::other(e.to_string()))?;
-        println!("{text}");
+        crate::outln!("{text}");
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "Tokens of user '{}' (* = the one used now):",
         user.name.as_deref().unwrap_or(&user.id)
     );
@@ -193,7 +193,7 @@ pub async fn list(conn: &ConnectionOptions, as_json: bool) -> Result<(), ToolErr
             .zip(widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        crate::outln!("{}", line.join("  ").trim_end());
     }
     Ok(())
 }
