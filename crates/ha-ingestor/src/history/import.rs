@@ -141,16 +141,11 @@ pub async fn import(config: Config, options: ImportOptions) -> Result<ImportSumm
         summary.slices_skipped += (all.len() - todo.len()) as u64;
         let chunks = entities.len().div_ceil(options.chunk.max(1)).max(1);
         let bar = bar_wanted.then(|| {
-            let bar = indicatif::ProgressBar::new((todo.len() * chunks) as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} requests, {msg} ({eta} left)",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(name.to_string());
-            bar
+            super::progress_bar(
+                (todo.len() * chunks) as u64,
+                name.to_string(),
+                "{pos}/{len} requests, {msg}",
+            )
         });
         if bar.is_none() {
             eprintln!(

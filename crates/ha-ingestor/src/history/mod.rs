@@ -82,6 +82,27 @@ pub async fn read_history(
 }
 
 /// A state from HA's history as a row (no `time_fired` or context: history has neither).
+/// The progress bar every import draws on a terminal (history, statistics, recorder): `counts`
+/// is the middle of the template, e.g. `"{pos}/{len} requests, {msg}"`.
+pub fn progress_bar(len: u64, prefix: String, counts: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        progress_style(counts)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+fn progress_style(
+    counts: &str,
+) -> Result<indicatif::ProgressStyle, indicatif::style::TemplateError> {
+    indicatif::ProgressStyle::with_template(&format!(
+        "{{prefix}} [{{bar:30}}] {counts} ({{eta}} left)"
+    ))
+}
+
 pub fn history_record(
     instance: &Arc<str>,
     rules: &AttributeRules,
@@ -109,6 +130,17 @@ pub fn history_record(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_import_s_progress_template_is_valid() {
+        for counts in [
+            "{pos}/{len} requests, {msg}",
+            "{pos}/{len} slices, {msg}",
+            "{pos}/{len} recorder rows, {per_sec}",
+        ] {
+            assert!(super::progress_style(counts).is_ok(), "{counts}");
+        }
+    }
+
     use super::*;
     use crate::filter::{AttributesConfig, EntityFilter};
     use crate::sink::config::TimeColumn;

@@ -111,16 +111,11 @@ pub async fn import_statistics(
             .collect();
         summary.slices_skipped += (all.len() - todo.len()) as u64;
         let bar = bar_wanted.then(|| {
-            let bar = indicatif::ProgressBar::new(todo.len() as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} slices, {msg} ({eta} left)",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(name.to_string());
-            bar
+            super::progress_bar(
+                todo.len() as u64,
+                name.to_string(),
+                "{pos}/{len} slices, {msg}",
+            )
         });
         if bar.is_none() {
             eprintln!(

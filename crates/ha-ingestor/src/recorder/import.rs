@@ -346,16 +346,11 @@ impl Job<'_> {
                 .collect();
         }
         let bar = self.bar.then(|| {
-            let bar = indicatif::ProgressBar::new(todo);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} recorder rows, {per_sec} ({eta} left)",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(format!("{instance} {}", kind.label()));
-            bar
+            crate::history::progress_bar(
+                todo,
+                format!("{instance} {}", kind.label()),
+                "{pos}/{len} recorder rows, {per_sec}",
+            )
         });
         if bar.is_none() {
             eprintln!(
