@@ -1,8 +1,11 @@
 //! Faults a real Home Assistant does not produce on demand, against the simulator (in-process, so
 //! these run in `cargo test --workspace`).
 
+mod flow;
+
 use std::time::Duration;
 
+use flow::expect_flow;
 use futures_util::StreamExt;
 use ha_client::Error;
 use ha_client::auth::StaticToken;
@@ -61,33 +64,13 @@ async fn wait_for(
 }
 
 /// Sets a state until an event for it arrives on `events` (the subscription may be renewing).
-async fn expect_flow(sim: &Sim, events: &mut ha_client::ws::Subscription, entity: &str) {
-    tokio::time::timeout(WAIT, async {
-        let mut n = 0u32;
-        loop {
-            n += 1;
-            sim.set_state(entity, &n.to_string(), json!({}));
-            while let Ok(Some(e)) =
-                tokio::time::timeout(Duration::from_millis(200), events.next()).await
-            {
-                let e: HaEvent = e.parse().unwrap();
-                if e.data["entity_id"] == entity {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no events for {entity}"));
-}
-
 #[tokio::test]
 async fn drop_mid_stream_resumes_and_reports_the_gap() {
     let sim = sim().await;
     let ws = connect(&sim, fast_config()).await;
     let mut conn = ws.connection_events();
     let mut events = ws.subscribe_events(Some("state_changed")).await.unwrap();
-    expect_flow(&sim, &mut events, "sensor.fault_a").await;
+    expect_flow(&sim, &mut events, "sensor.fault_a", WAIT).await;
     sim.drop_connections();
     wait_for(&mut conn, "Disconnected", |e| {
         matches!(e, ConnectionEvent::Disconnected { .. })
@@ -102,7 +85,7 @@ async fn drop_mid_stream_resumes_and_reports_the_gap() {
         unreachable!()
     };
     assert!(gap_end >= gap_start);
-    expect_flow(&sim, &mut events, "sensor.fault_a").await;
+    expect_flow(&sim, &mut events, "sensor.fault_a", WAIT).await;
     assert_eq!(ws.stats().connects, 2);
 }
 
@@ -170,7 +153,7 @@ async fn half_open_socket_is_caught_by_the_watchdog() {
         gap_start <= silenced_at,
         "gap_start {gap_start:?} is after the silence began ({silenced_at:?})"
     );
-    expect_flow(&sim, &mut events, "sensor.after_silence").await;
+    expect_flow(&sim, &mut events, "sensor.after_silence", WAIT).await;
 }
 
 #[tokio::test]
@@ -368,7 +351,7 @@ async fn twenty_forced_disconnects_then_every_subscription_delivers() {
         elapsed >= Duration::from_millis(250),
         "20 reconnects took only {elapsed:?}"
     );
-    expect_flow(&sim, &mut events, "sensor.storm").await;
+    expect_flow(&sim, &mut events, "sensor.storm", WAIT).await;
     let update = tokio::time::timeout(WAIT, async {
         loop {
             let u = entities.next().await.expect("entities stream open");
@@ -438,7 +421,7 @@ async fn dropping_a_subscription_unsubscribes() {
     let sim = sim().await;
     let ws = connect(&sim, fast_config()).await;
     let mut events = ws.subscribe_events(Some("state_changed")).await.unwrap();
-    expect_flow(&sim, &mut events, "sensor.unsub").await;
+    expect_flow(&sim, &mut events, "sensor.unsub", WAIT).await;
     let commands = sim.stats().commands_received;
     drop(events);
     tokio::time::timeout(WAIT, async {

@@ -2,14 +2,15 @@
 //! serves the Supervisor's way (`/core/api/...`, `/core/websocket`, the proxy's own auth phase,
 //! 502 while Core is down, and "auth_ok, then closed" when the proxy cannot log in to Core).
 
+mod flow;
+
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use flow::expect_flow;
 use ha_client::auth::StaticToken;
-use ha_client::ws::{Backoff, ConnectionEvent, HaEvent, WsClient, WsConfig};
+use ha_client::ws::{Backoff, ConnectionEvent, WsClient, WsConfig};
 use ha_client::{Client, Error, HaUrl};
 use ha_sim::{Sim, SimConfig};
-use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -33,26 +34,6 @@ fn fast() -> WsConfig {
 }
 
 /// Sets a state until its event arrives on `events`.
-async fn expect_flow(sim: &Sim, events: &mut ha_client::ws::Subscription, entity: &str) {
-    tokio::time::timeout(WAIT, async {
-        let mut n = 0u32;
-        loop {
-            n += 1;
-            sim.set_state(entity, &n.to_string(), json!({}));
-            while let Ok(Some(e)) =
-                tokio::time::timeout(Duration::from_millis(200), events.next()).await
-            {
-                let e: HaEvent = e.parse().unwrap();
-                if e.data["entity_id"] == entity {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no event for {entity} within {WAIT:?}"));
-}
-
 #[tokio::test]
 async fn websocket_and_rest_work_through_the_proxy_as_an_admin() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
@@ -64,7 +45,7 @@ async fn websocket_and_rest_work_through_the_proxy_as_an_admin() {
     assert_eq!(ws.ha_version().as_deref(), Some("2024.3.3"));
     // Every event type: an admin-only subscription, allowed because the proxy is an admin on Core.
     let mut events = ws.subscribe_events(None).await.unwrap();
-    expect_flow(&sim, &mut events, "sensor.through_the_proxy").await;
+    expect_flow(&sim, &mut events, "sensor.through_the_proxy", WAIT).await;
     assert!(!ws.get_states().await.unwrap().is_empty());
 
     let rest = Client::builder(core(&sim))
@@ -133,7 +114,7 @@ async fn auth_ok_then_closed_is_a_transient_failure_not_an_auth_failure() {
         assert!(!matches!(e, ConnectionEvent::AuthFailed { .. }), "{e:?}");
     }
     sim.set_supervisor_relay_fails(false);
-    expect_flow(&sim, &mut events, "sensor.after_the_relay").await;
+    expect_flow(&sim, &mut events, "sensor.after_the_relay", WAIT).await;
 }
 
 #[tokio::test]
