@@ -300,40 +300,7 @@ enum Command {
     /// From nothing to running: asks for HA's URL and a token (or logs in to create one), checks
     /// the connection, writes the token file (0600) and a commented config file, and prints how
     /// to start.
-    Init {
-        /// HA's URL [asked for; default http://homeassistant.local:8123].
-        #[arg(long, env = "HASS_SERVER")]
-        server: Option<String>,
-        /// Log in as this user to create a long-lived token (else a token from HASS_TOKEN, or
-        /// pasted).
-        #[arg(long, env = "HASS_USERNAME")]
-        username: Option<String>,
-        /// Read the password from the first line of stdin (else HASS_PASSWORD, or asked).
-        #[arg(long)]
-        password_stdin: bool,
-        /// The current TOTP code, for a user with two-factor authentication.
-        #[arg(long, env = "HASS_TOTP_CODE")]
-        totp_code: Option<String>,
-        /// Where the config file goes.
-        #[arg(long, default_value = "ha-ingestor.toml")]
-        config_out: PathBuf,
-        /// Where the token goes [default: ha-token beside the config file].
-        #[arg(long)]
-        token_out: Option<PathBuf>,
-        /// The database the config names.
-        #[arg(long, env = "HA_INGESTOR_DB", default_value = "ha-ingestor.db")]
-        db: PathBuf,
-        /// A CA file to trust (a self-signed HA).
-        #[arg(long, env = "HASS_CA_FILE")]
-        ca_file: Option<PathBuf>,
-        /// Ask nothing: take everything from flags and the environment, fail naming what is
-        /// missing.
-        #[arg(long)]
-        non_interactive: bool,
-        /// Replace an existing config or token file.
-        #[arg(long)]
-        force: bool,
-    },
+    Init(tools::init::InitOptions),
     /// Long-lived and login tokens of the user: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -628,32 +595,7 @@ async fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
-        Command::Init {
-            server,
-            username,
-            password_stdin,
-            totp_code,
-            config_out,
-            token_out,
-            db,
-            ca_file,
-            non_interactive,
-            force,
-        } => {
-            let opts = tools::init::InitOptions {
-                server,
-                username,
-                password_stdin,
-                totp_code,
-                config_out,
-                token_out,
-                db,
-                ca_file,
-                non_interactive,
-                force,
-            };
-            tools::init::init(&opts).await.map_err(tool_error)
-        }
+        Command::Init(opts) => tools::init::init(&opts).await.map_err(tool_error),
         Command::Login {
             conn,
             username,

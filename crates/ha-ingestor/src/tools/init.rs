@@ -12,28 +12,40 @@ use super::{ConnectionOptions, TokenOutput, ToolError, ensure_writable_target};
 /// The URL offered when none is given: HA's own default.
 const DEFAULT_URL: &str = "http://homeassistant.local:8123";
 
-/// Options of `init`.
-#[derive(Clone, Debug)]
+/// Options of `init`: its command-line arguments as they are.
+#[derive(Clone, Debug, clap::Args)]
 pub struct InitOptions {
-    /// `--server` / `HASS_SERVER`.
+    /// HA's URL [asked for; default http://homeassistant.local:8123].
+    #[arg(long, env = "HASS_SERVER")]
     pub server: Option<String>,
-    /// `--username` / `HASS_USERNAME`: log in to create a long-lived token.
+    /// Log in as this user to create a long-lived token (else a token from HASS_TOKEN, or
+    /// pasted).
+    #[arg(long, env = "HASS_USERNAME")]
     pub username: Option<String>,
-    /// `--password-stdin`.
+    /// Read the password from the first line of stdin (else HASS_PASSWORD, or asked).
+    #[arg(long)]
     pub password_stdin: bool,
-    /// `--totp-code` / `HASS_TOTP_CODE`.
+    /// The current TOTP code, for a user with two-factor authentication.
+    #[arg(long, env = "HASS_TOTP_CODE")]
     pub totp_code: Option<String>,
-    /// Where the config goes.
+    /// Where the config file goes.
+    #[arg(long, default_value = "ha-ingestor.toml")]
     pub config_out: PathBuf,
-    /// Where the token goes [default: `ha-token` beside the config].
+    /// Where the token goes [default: ha-token beside the config file].
+    #[arg(long)]
     pub token_out: Option<PathBuf>,
     /// The database the config names.
+    #[arg(long, env = "HA_INGESTOR_DB", default_value = "ha-ingestor.db")]
     pub db: PathBuf,
-    /// `--ca-file` / `HASS_CA_FILE`.
+    /// A CA file to trust (a self-signed HA).
+    #[arg(long, env = "HASS_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Never ask; fail naming the missing flag instead.
+    /// Ask nothing: take everything from flags and the environment, fail naming what is
+    /// missing.
+    #[arg(long)]
     pub non_interactive: bool,
-    /// Replace existing files.
+    /// Replace an existing config or token file.
+    #[arg(long)]
     pub force: bool,
 }
 
