@@ -114,17 +114,25 @@ pub async fn run_source(
     // The gap at start runs from the newest row stored before subscribing: read after, it could
     // be a live row of this run, and a long downtime would go unfilled. It is put on record
     // before any live row can be stored, for the same reason (see `store::gaps::open_gap`).
-    let mut stored_before = None;
+    // With nothing stored yet (a first start) and no gap on record there is nothing to fill: a
+    // start gap "measured when filled" would run from this run's own first live rows and read
+    // them again.
+    let mut start_gap = None;
     if ctx.backfill.is_some() {
-        stored_before = crate::store::gaps::newest_stored(&ctx.db, &name)
-            .await
-            .unwrap_or_else(|e| {
+        start_gap = match crate::store::gaps::newest_stored(&ctx.db, &name).await {
+            Ok(Some(since)) => {
+                record_gap(&ctx, &name, since).await;
+                Some(Some(since))
+            }
+            Ok(None) => match crate::store::gaps::open_gaps(&ctx.db, &name).await {
+                Ok((None, _)) => None,
+                _ => Some(None),
+            },
+            Err(e) => {
                 tracing::warn!(instance = %name, %e, "cannot read the newest stored row; the gap at start is measured when it is filled");
-                None
-            });
-        if let Some(since) = stored_before {
-            record_gap(&ctx, &name, since).await;
-        }
+                Some(None)
+            }
+        };
     }
     let mut conn = ws.connection_events();
     let mut events = ws.subscribe_events(event_type).await.map_err(|e| match e {
@@ -155,9 +163,9 @@ pub async fn run_source(
             config,
         };
         backfill_task.spawn(backfiller.run(gap_rx));
-        let _ = gap_tx.try_send(crate::history::gap_fill::Gap {
-            since_us: stored_before,
-        });
+        if let Some(since_us) = start_gap {
+            let _ = gap_tx.try_send(crate::history::gap_fill::Gap { since_us });
+        }
     }
     // HA's statistics: read the gap now, then after each compilation (see
     // `history::statistics`). Its wake-up channel tells it of reconnects.
