@@ -302,12 +302,9 @@ async fn import_matches_live(ha: HaTarget) {
     let log = dir.path().join("ingestor.log");
     let mut ingestor = spawn_ingestor(&config, &log);
     wait_ready(metrics, &mut ingestor, "real").await;
-    until(
-        "the statistic mirrored live",
-        &log,
-        WAIT,
-        async || statistic_rows(&db, &statistic).len() == 2,
-    )
+    until("the statistic mirrored live", &log, WAIT, async || {
+        statistic_rows(&db, &statistic).len() == 2
+    })
     .await;
     let live_statistic = statistic_rows(&db, &statistic);
     // A unique run id: the recorder keeps earlier runs' rows of the same entities.
