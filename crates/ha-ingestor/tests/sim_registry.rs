@@ -3,7 +3,8 @@
 //! own, else its device's), floor, device and labels; a rename or a new area reaches the view
 //! within seconds of HA's event; a reconnect reads everything again (changes missed while away);
 //! HA before 2024.4 (no floors, no labels) works; an instance with `registry = false` stores
-//! nothing.
+//! nothing. An InfluxDB sink (clean schema) with `metadata_tags` tags each point with the
+//! entity's area, floor, device, labels and name, and a rename in HA reaches the next points.
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,12 +37,20 @@ async fn start(sim: &Sim, db: &Path) -> Service {
 }
 
 async fn start_instances(db: &Path, instances: Vec<InstanceConfig>) -> Service {
-    let config = Config::resolve(
+    start_file(
+        db,
         FileConfig {
             instances,
-            statistics: Some(false),
             ..FileConfig::default()
         },
+    )
+    .await
+}
+
+async fn start_file(db: &Path, mut file: FileConfig) -> Service {
+    file.statistics = Some(false);
+    let config = Config::resolve(
+        file,
         Overrides {
             db: Some(db.to_path_buf()),
             metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
@@ -514,5 +523,194 @@ async fn an_instance_with_registry_false_stores_none_while_its_neighbour_does() 
     })
     .collect();
     assert_eq!(counts, vec![0, 0, 0, 0, 0]);
+    stop(service).await;
+}
+
+/// An InfluxDB write endpoint on a free loopback port that keeps every line it is sent.
+async fn fake_influx() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    let app = axum::Router::new()
+        .route(
+            "/write",
+            axum::routing::post(move |body: String| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock()
+                        .unwrap()
+                        .extend(body.lines().map(str::to_string));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/ping",
+            axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, lines)
+}
+
+/// The tags of the points of `entity_id` the sink was sent, in order (the measurement and the
+/// fields and time cut off).
+fn tags_of(lines: &std::sync::Mutex<Vec<String>>, entity_id: &str) -> Vec<String> {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("states,") && l.contains(&format!(",entity_id={entity_id},")))
+        .map(|l| series_key(l).to_string())
+        .collect()
+}
+
+/// A line up to its first unescaped space: measurement and tags.
+fn series_key(line: &str) -> &str {
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ' ' => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_tags_reach_influx_points_and_a_rename_reaches_the_next_points() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    furnish(&sim, true);
+    let (url, lines) = fake_influx().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let mut file: FileConfig = toml::from_str(&format!(
+        r#"
+[[sink]]
+name = "influx"
+[sink.influxdb]
+url = "{url}"
+gzip = false
+schema = "clean"
+metadata_tags = ["name", "area", "floor", "device", "labels"]
+[sink.filter.include]
+entities = ["sensor.kitchen_temp", "sensor.unregistered"]
+"#
+    ))
+    .unwrap();
+    file.instances = vec![instance(&sim, "sim", None)];
+    let service = start_file(&db, file).await;
+    let in_kitchen = r#"["Heating","Critical"]"#;
+    wait_view(
+        &db,
+        &[
+            row(
+                "input_boolean.guest",
+                Some("Guest mode"),
+                None,
+                None,
+                None,
+                "[]",
+            ),
+            row(
+                "sensor.kitchen_humidity",
+                Some("Humidity"),
+                Some(("hall", "Hall")),
+                None,
+                Some("Kitchen thermometer"),
+                "[]",
+            ),
+            row(
+                "sensor.kitchen_temp",
+                Some("Temperature"),
+                Some(("kitchen", "Kitchen")),
+                Some("Ground floor"),
+                Some("Kitchen thermometer"),
+                in_kitchen,
+            ),
+        ],
+    )
+    .await;
+    let kitchen = "states,domain=sensor,entity_id=sensor.kitchen_temp,instance=sim,\
+                   name=Temperature,area=Kitchen,floor=Ground\\ floor,\
+                   device=Kitchen\\ thermometer,labels=Heating\\,Critical";
+    // Set until a point arrives (a state set before the subscription is no event).
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tags_of(&lines, "sensor.kitchen_temp").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no point arrived");
+        n += 1;
+        sim.set_state("sensor.kitchen_temp", &format!("{n}"), json!({}));
+        sim.set_state("sensor.unregistered", &format!("{n}"), json!({}));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kitchen_tags = tags_of(&lines, "sensor.kitchen_temp");
+    assert_eq!(kitchen_tags, vec![kitchen.to_string(); kitchen_tags.len()]);
+    // An entity not in the registry gets no metadata tags.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tags_of(&lines, "sensor.unregistered").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no point of sensor.unregistered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bare = tags_of(&lines, "sensor.unregistered");
+    assert_eq!(
+        bare,
+        vec![
+            "states,domain=sensor,entity_id=sensor.unregistered,instance=sim".to_string();
+            bare.len()
+        ]
+    );
+
+    // The kitchen is renamed: once the view has the new name, the next point carries it.
+    sim.set_area("kitchen", "Cooking");
+    wait_view(
+        &db,
+        &[
+            row(
+                "input_boolean.guest",
+                Some("Guest mode"),
+                None,
+                None,
+                None,
+                "[]",
+            ),
+            row(
+                "sensor.kitchen_humidity",
+                Some("Humidity"),
+                Some(("hall", "Hall")),
+                None,
+                Some("Kitchen thermometer"),
+                "[]",
+            ),
+            row(
+                "sensor.kitchen_temp",
+                Some("Temperature"),
+                Some(("kitchen", "Cooking")),
+                Some("Ground floor"),
+                Some("Kitchen thermometer"),
+                in_kitchen,
+            ),
+        ],
+    )
+    .await;
+    let before = tags_of(&lines, "sensor.kitchen_temp").len();
+    sim.set_state("sensor.kitchen_temp", "renamed", json!({}));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tags_of(&lines, "sensor.kitchen_temp").len() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no point after the rename"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tags_of(&lines, "sensor.kitchen_temp")[before..],
+        [kitchen.replace("area=Kitchen", "area=Cooking")]
+    );
     stop(service).await;
 }
