@@ -20,6 +20,10 @@ use crate::store::registry::RegistryList;
 /// this long after the first event of a burst.
 const DEBOUNCE: Duration = Duration::from_secs(1);
 
+/// A registry whose event this user may not subscribe to (floors and labels for a non-admin on
+/// HA 2024.3.3) is read this often instead.
+const UNANNOUNCED_READ: Duration = Duration::from_secs(60);
+
 /// A failed read is tried again after this long.
 const RETRY: Duration = Duration::from_secs(10);
 
@@ -28,9 +32,9 @@ const RETRY: Duration = Duration::from_secs(10);
 pub enum Registry {
     /// Areas.
     Area,
-    /// Floors (HA 2024.4+).
+    /// Floors (absent on older HA).
     Floor,
-    /// Labels (HA 2024.4+).
+    /// Labels (absent on older HA).
     Label,
     /// Devices.
     Device,
@@ -63,7 +67,7 @@ impl Registry {
         1 << (self as u8)
     }
 
-    /// Reads it. `None`: this HA has no such registry (floors and labels before 2024.4).
+    /// Reads it. `None`: this HA has no such registry (floors and labels on older HA).
     async fn read(self, ws: &WsClient) -> Result<Option<RegistryList>, ClientError> {
         let list = match self {
             Registry::Area => ws.list_areas().await.map(RegistryList::Areas),
@@ -90,6 +94,9 @@ impl Pending {
     }
     fn add(&mut self, r: Registry) {
         self.0 |= r.bit();
+    }
+    fn extend(&mut self, other: Pending) {
+        self.0 |= other.0;
     }
     fn is_empty(self) -> bool {
         self.0 == 0
@@ -120,17 +127,22 @@ impl RegistryMirror {
         let name = self.instance.clone();
         // Subscribed before the first read, so that no change is missed.
         let mut changes = Changes::default();
+        let mut unannounced = Pending::default();
         for registry in Registry::ALL {
             match self.ws.subscribe_events(Some(registry.event_type())).await {
                 Ok(sub) => changes.push(Box::pin(sub.map(move |_| registry))),
-                // HA before 2024.4 has no floor or label registry and refuses a non-admin their
-                // events; the lists answer `unknown_command` below.
+                // HA 2024.3.3 refuses a non-admin the floor and label events (not in its
+                // allowlist), though it lists both registries: those are read periodically.
                 Err(e) => {
-                    tracing::debug!(instance = %name, event = registry.event_type(), %e, "cannot subscribe; this registry is read at (re)connects only")
+                    unannounced.add(registry);
+                    tracing::debug!(instance = %name, event = registry.event_type(), %e, "cannot subscribe; this registry is read every minute instead")
                 }
             }
         }
         let mut pending = Pending::all();
+        let mut unannounced_reads = tokio::time::interval(UNANNOUNCED_READ);
+        unannounced_reads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        unannounced_reads.reset(); // the first read is the one below
         let mut missing_logged = false;
         loop {
             let mut retry = false;
@@ -157,6 +169,7 @@ impl RegistryMirror {
                     None => return,
                 },
                 _ = tokio::time::sleep(RETRY), if retry => {}
+                _ = unannounced_reads.tick(), if !unannounced.is_empty() => pending.extend(unannounced),
             }
         }
     }
@@ -170,7 +183,7 @@ impl RegistryMirror {
                 Ok(None) => {
                     // Stored as empty: the view then has no floors or label names.
                     if !*missing_logged {
-                        tracing::debug!(instance = %self.instance, event = registry.event_type(), "this Home Assistant has no such registry (before 2024.4); stored as empty");
+                        tracing::debug!(instance = %self.instance, event = registry.event_type(), "this Home Assistant has no such registry (an older release); stored as empty");
                         *missing_logged = true;
                     }
                     lists.push(match registry {

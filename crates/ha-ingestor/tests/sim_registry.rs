@@ -2,7 +2,7 @@
 //! registries are stored at start and the `entity_metadata` view gives each entity its area (its
 //! own, else its device's), floor, device and labels; a rename or a new area reaches the view
 //! within seconds of HA's event; a reconnect reads everything again (changes missed while away);
-//! HA before 2024.4 (no floors, no labels) works; an instance with `registry = false` stores
+//! an HA without floor and label registries works; an instance with `registry = false` stores
 //! nothing. An InfluxDB sink (clean schema) with `metadata_tags` tags each point with the
 //! entity's area, floor, device, labels and name, and a rename in HA reaches the next points.
 
@@ -363,7 +363,7 @@ async fn a_reconnect_reads_every_registry_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ha_before_2024_4_without_floors_and_labels_gets_areas_and_devices() {
+async fn an_ha_without_floor_and_label_registries_gets_areas_and_devices() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     sim.set_without_floors_and_labels(true);
     furnish(&sim, false);

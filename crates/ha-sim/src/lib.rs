@@ -374,8 +374,8 @@ impl Sim {
     }
 
     /// Answers `config/floor_registry/list` and `config/label_registry/list` with
-    /// `unknown_command` and leaves `floor_id` and `labels` out of new entries, like HA before
-    /// 2024.4.
+    /// `unknown_command` and leaves `floor_id` and `labels` out of new entries, like an HA
+    /// older than floors and labels (HA 2024.3.3 has them).
     pub fn set_without_floors_and_labels(&self, without: bool) {
         lock(&self.inner.registries).without_floors_and_labels = without;
     }

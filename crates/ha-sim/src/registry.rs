@@ -14,7 +14,7 @@ pub struct Registries {
     labels: BTreeMap<String, Value>,
     devices: BTreeMap<String, Value>,
     entities: BTreeMap<String, Value>,
-    /// Like HA before 2024.4: no floor or label registry (`unknown_command`).
+    /// Like an HA older than floors and labels: no such registries (`unknown_command`).
     pub without_floors_and_labels: bool,
 }
 
@@ -130,7 +130,7 @@ impl Registries {
     }
 }
 
-/// HA's fields of a new entry (2026.2 shapes; without floors and labels, as before 2024.4).
+/// HA's fields of a new entry (2026.2 shapes; without floors and labels, as on older HA).
 fn default_entry(kind: Kind, id: &str, without_floors_and_labels: bool) -> Value {
     let mut entry = match kind {
         Kind::Area => json!({

@@ -209,11 +209,11 @@ impl WsClient {
     pub fn list_areas(&self) -> Result<Vec<crate::ws::AreaEntry>, Error> {
         block_on(self.inner.list_areas())?
     }
-    /// `config/floor_registry/list` (HA 2024.4+).
+    /// `config/floor_registry/list` (absent on older HA).
     pub fn list_floors(&self) -> Result<Vec<crate::ws::FloorEntry>, Error> {
         block_on(self.inner.list_floors())?
     }
-    /// `config/label_registry/list` (HA 2024.4+).
+    /// `config/label_registry/list` (absent on older HA).
     pub fn list_labels(&self) -> Result<Vec<crate::ws::LabelEntry>, Error> {
         block_on(self.inner.list_labels())?
     }

@@ -564,14 +564,14 @@ impl WsClient {
             .await
     }
 
-    /// `config/floor_registry/list`: every floor. Before HA 2024.4: [`Error::Command`] with code
+    /// `config/floor_registry/list`: every floor. On an HA without them: [`Error::Command`] with code
     /// `unknown_command`.
     pub async fn list_floors(&self) -> Result<Vec<FloorEntry>, Error> {
         self.command(json!({"type": "config/floor_registry/list"}))
             .await
     }
 
-    /// `config/label_registry/list`: every label. Before HA 2024.4: [`Error::Command`] with code
+    /// `config/label_registry/list`: every label. On an HA without them: [`Error::Command`] with code
     /// `unknown_command`.
     pub async fn list_labels(&self) -> Result<Vec<LabelEntry>, Error> {
         self.command(json!({"type": "config/label_registry/list"}))

@@ -1,7 +1,8 @@
 //! HA's registries: areas, floors, labels, devices and entities (`config/*_registry/list`),
-//! readable by a non-admin user. Floors and labels arrived in HA 2024.4: older versions answer
-//! those two lists with `unknown_command`, and their area, device and entity entries carry no
-//! `floor_id` or `labels` (the fields default to empty here).
+//! readable by a non-admin user. Floors and labels are younger than the rest (HA 2024.3.3 has
+//! them, and so does 2026.2.3): an HA without them answers those two lists with `unknown_command`,
+//! and its area, device and entity entries carry no `floor_id` or `labels` (the fields default
+//! to empty here).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,15 +13,15 @@ pub struct AreaEntry {
     pub area_id: String,
     /// Its name as the user set it.
     pub name: String,
-    /// Its floor, if any (HA 2024.4+).
+    /// Its floor, if any (absent on older HA).
     #[serde(default)]
     pub floor_id: Option<String>,
-    /// Its label ids (HA 2024.4+).
+    /// Its label ids (absent on older HA).
     #[serde(default)]
     pub labels: Vec<String>,
 }
 
-/// A floor (`config/floor_registry/list`, HA 2024.4+).
+/// A floor (`config/floor_registry/list`; absent on older HA).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct FloorEntry {
     /// Its id.
@@ -32,7 +33,7 @@ pub struct FloorEntry {
     pub level: Option<i64>,
 }
 
-/// A label (`config/label_registry/list`, HA 2024.4+).
+/// A label (`config/label_registry/list`; absent on older HA).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct LabelEntry {
     /// Its id.
@@ -61,7 +62,7 @@ pub struct DeviceEntry {
     /// Its model.
     #[serde(default)]
     pub model: Option<String>,
-    /// Its label ids (HA 2024.4+).
+    /// Its label ids (absent on older HA).
     #[serde(default)]
     pub labels: Vec<String>,
     /// Why it is disabled (`user`, `integration`, ...), if it is.
@@ -96,7 +97,7 @@ pub struct EntityEntry {
     /// Its own area, which overrides its device's.
     #[serde(default)]
     pub area_id: Option<String>,
-    /// Its label ids (HA 2024.4+).
+    /// Its label ids (absent on older HA).
     #[serde(default)]
     pub labels: Vec<String>,
     /// Why it is disabled, if it is.

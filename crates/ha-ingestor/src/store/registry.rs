@@ -12,9 +12,9 @@ use rusqlite::{Connection, params};
 pub enum RegistryList {
     /// `config/area_registry/list`.
     Areas(Vec<AreaEntry>),
-    /// `config/floor_registry/list` (empty before HA 2024.4).
+    /// `config/floor_registry/list` (empty on an HA without them).
     Floors(Vec<FloorEntry>),
-    /// `config/label_registry/list` (empty before HA 2024.4).
+    /// `config/label_registry/list` (empty on an HA without them).
     Labels(Vec<LabelEntry>),
     /// `config/device_registry/list`.
     Devices(Vec<DeviceEntry>),
@@ -276,7 +276,7 @@ mod tests {
                 // Its own area overrides its device's.
                 {"entity_id": "sensor.h", "name": "Humidity up there", "original_name": "Humidity",
                  "platform": "acme", "device_id": "d1", "area_id": "attic", "labels": []},
-                // No device, no area; fields of HA before 2024.4 (no labels).
+                // No device, no area; fields of an HA without labels.
                 {"entity_id": "input_boolean.x", "original_name": "X", "platform": "input_boolean"}
             ]))),
         ]
