@@ -716,6 +716,35 @@ mod tests {
     }
 
     #[test]
+    fn registry_is_on_by_default_off_globally_and_per_instance_and_a_change_restarts() {
+        let homes = |top: &str, north: &str| {
+            let text = format!(
+                "{top}\n[[instance]]\nname = \"north\"\nurl = \"http://north:8123\"\n{north}\n\
+                 [[instance]]\nname = \"south\"\nurl = \"http://south:8123\"\n"
+            );
+            let c = Config::resolve(parse(&text).unwrap(), Overrides::default()).unwrap();
+            c.instances
+                .iter()
+                .map(InstanceConfig::keeps_registry)
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(homes("", ""), vec![true, true]);
+        assert_eq!(homes("registry = false", ""), vec![false, false]);
+        assert_eq!(
+            homes("registry = false", "registry = true"),
+            vec![true, false]
+        );
+        assert_eq!(homes("", "registry = false"), vec![false, true]);
+        let mut a = InstanceConfig::named("north");
+        let b = a.clone();
+        a.registry = Some(false);
+        assert!(
+            !a.same_as(&b),
+            "a reload that turns the registry off restarts the instance"
+        );
+    }
+
+    #[test]
     fn one_instance_keeps_the_ha_output_without_an_instance_tag() {
         let c = Config::resolve(
             parse(
