@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// Mirror HA's statistics (5-minute and hourly) of every instance (default true); an
     /// instance's own `statistics` overrides it.
     pub statistics: Option<bool>,
+    /// Keep HA's registries (areas, floors, labels, devices, entities) of every instance in the
+    /// store (default true); an instance's own `registry` overrides it.
+    pub registry: Option<bool>,
     /// Whether an instance that fails for good (token refused) stops the process (default: with
     /// one instance yes, exit 3; with several no, the others go on).
     pub exit_on_instance_failure: Option<bool>,
@@ -125,12 +128,20 @@ pub struct InstanceConfig {
     /// Mirror this instance's statistics (default: the top-level `statistics`, itself true).
     #[serde(default)]
     pub statistics: Option<bool>,
+    /// Keep this instance's registries (default: the top-level `registry`, itself true).
+    #[serde(default)]
+    pub registry: Option<bool>,
 }
 
 impl InstanceConfig {
     /// Whether this instance's statistics are mirrored.
     pub fn mirrors_statistics(&self) -> bool {
         self.statistics.unwrap_or(true)
+    }
+
+    /// Whether this instance's registries are kept in the store.
+    pub fn keeps_registry(&self) -> bool {
+        self.registry.unwrap_or(true)
     }
 }
 
@@ -155,6 +166,7 @@ impl InstanceConfig {
             token: None,
             supervisor: false,
             statistics: None,
+            registry: None,
         }
     }
 
@@ -175,6 +187,7 @@ impl InstanceConfig {
             && self.filter == other.filter
             && self.attributes == other.attributes
             && self.statistics == other.statistics
+            && self.registry == other.registry
             && token(self) == token(other)
             && self.supervisor == other.supervisor
     }
@@ -528,6 +541,10 @@ impl Config {
         for inst in &mut instances {
             inst.statistics.get_or_insert(statistics);
         }
+        let registry = file.registry.unwrap_or(true);
+        for inst in &mut instances {
+            inst.registry.get_or_insert(registry);
+        }
         let mut sink_names = std::collections::HashSet::new();
         let mut sinks = file.sinks;
         for (i, sink) in sinks.iter_mut().enumerate() {
@@ -696,6 +713,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("static `instance` tag"), "{e}");
+    }
+
+    #[test]
+    fn registry_is_on_by_default_off_globally_and_per_instance_and_a_change_restarts() {
+        let homes = |top: &str, north: &str| {
+            let text = format!(
+                "{top}\n[[instance]]\nname = \"north\"\nurl = \"http://north:8123\"\n{north}\n\
+                 [[instance]]\nname = \"south\"\nurl = \"http://south:8123\"\n"
+            );
+            let c = Config::resolve(parse(&text).unwrap(), Overrides::default()).unwrap();
+            c.instances
+                .iter()
+                .map(InstanceConfig::keeps_registry)
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(homes("", ""), vec![true, true]);
+        assert_eq!(homes("registry = false", ""), vec![false, false]);
+        assert_eq!(
+            homes("registry = false", "registry = true"),
+            vec![true, false]
+        );
+        assert_eq!(homes("", "registry = false"), vec![false, true]);
+        let mut a = InstanceConfig::named("north");
+        let b = a.clone();
+        a.registry = Some(false);
+        assert!(
+            !a.same_as(&b),
+            "a reload that turns the registry off restarts the instance"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod history;
 pub mod instances;
 pub mod record;
 pub mod recorder;
+pub mod registry;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -179,6 +179,16 @@ pub async fn run_source(
         };
         backfill_task.spawn(mirror.run(stats_wake_rx));
     }
+    // HA's registries: read now, after each change and after each reconnect.
+    let (registry_wake, registry_wake_rx) = mpsc::channel(4);
+    if inst.keeps_registry() {
+        let mirror = crate::registry::RegistryMirror {
+            ws: ws.clone(),
+            instance: name.clone(),
+            db: ctx.db.clone(),
+        };
+        backfill_task.spawn(mirror.run(registry_wake_rx));
+    }
     let received =
         metrics::counter!("ha_ingestor_events_received_total", "instance" => name.to_string());
     let filtered = metrics::counter!("ha_ingestor_events_dropped_total", "instance" => name.to_string(), "reason" => "filtered");
@@ -205,6 +215,7 @@ pub async fn run_source(
                     let since = gap_start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).ok();
                     gap_found(&ctx, &name, &gap_tx, since).await;
                     let _ = stats_wake.try_send(crate::history::statistics::Wake::Reconnected);
+                    let _ = registry_wake.try_send(());
                     tracing::warn!(instance = %name, gap_seconds = secs, "reconnected; events in the gap were not received");
                 }
                 Ok(ConnectionEvent::EventsDropped { total, .. }) => {

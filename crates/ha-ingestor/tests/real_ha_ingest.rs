@@ -37,6 +37,7 @@ async fn five_hundred_changes_are_stored_exactly() {
             token: None,
             supervisor: false,
             statistics: None,
+            registry: None,
         }],
         ..FileConfig::default()
     };

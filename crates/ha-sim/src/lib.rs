@@ -21,6 +21,7 @@ mod generator;
 mod http;
 mod hub;
 pub mod recorder;
+pub mod registry;
 mod services;
 pub mod statistics;
 mod stats;
@@ -73,6 +74,8 @@ pub(crate) struct Inner {
     pub stats: Arc<Stats>,
     /// HA's statistics (`recorder/statistics_during_period` and friends).
     pub statistics: Mutex<statistics::Statistics>,
+    /// HA's registries (`config/*_registry/list`).
+    pub registries: Mutex<registry::Registries>,
     restart: Mutex<Option<Restart>>,
     restart_epoch: AtomicU64,
     pub stopped: AtomicBool,
@@ -208,6 +211,7 @@ impl Sim {
             restart: Mutex::new(None),
             restart_epoch: AtomicU64::new(0),
             statistics: Mutex::default(),
+            registries: Mutex::default(),
             stopped: AtomicBool::new(false),
             drained: Notify::new(),
             addr: OnceLock::new(),
@@ -325,6 +329,55 @@ impl Sim {
         lock(&self.inner.statistics)
             .import(&metadata, period, &rows)
             .map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    /// Creates or updates a registry entry (`kind`, `id`) with `fields` in HA's shape (e.g.
+    /// `{"name": "Kitchen", "floor_id": "ground"}` for an area, `{"device_id": "d1", "area_id":
+    /// null}` for an entity) and fires its `*_registry_updated` event, old values in `changes`.
+    pub fn set_registry_entry(&self, kind: registry::Kind, id: &str, fields: Value) {
+        let data = lock(&self.inner.registries).upsert(kind, id, fields);
+        if let Some(data) = data {
+            self.fire_event(kind.event_type(), data);
+        }
+    }
+
+    /// Like [`Sim::set_registry_entry`] but fires no event: a change a client missed (it happened
+    /// while the client was away), which only a full re-read finds.
+    pub fn set_registry_entry_unannounced(&self, kind: registry::Kind, id: &str, fields: Value) {
+        lock(&self.inner.registries).upsert(kind, id, fields);
+    }
+
+    /// Creates or renames an area.
+    pub fn set_area(&self, area_id: &str, name: &str) {
+        self.set_registry_entry(
+            registry::Kind::Area,
+            area_id,
+            serde_json::json!({"name": name}),
+        );
+    }
+
+    /// Sets the user's name of an entity registry entry (created if missing).
+    pub fn rename_entity(&self, entity_id: &str, name: Option<&str>) {
+        self.set_registry_entry(
+            registry::Kind::Entity,
+            entity_id,
+            serde_json::json!({"name": name}),
+        );
+    }
+
+    /// Removes a registry entry and fires its `remove` event.
+    pub fn remove_registry_entry(&self, kind: registry::Kind, id: &str) {
+        let data = lock(&self.inner.registries).remove(kind, id);
+        if let Some(data) = data {
+            self.fire_event(kind.event_type(), data);
+        }
+    }
+
+    /// Answers `config/floor_registry/list` and `config/label_registry/list` with
+    /// `unknown_command` and leaves `floor_id` and `labels` out of new entries, like an HA
+    /// older than floors and labels (HA 2024.3.3 has them).
+    pub fn set_without_floors_and_labels(&self, without: bool) {
+        lock(&self.inner.registries).without_floors_and_labels = without;
     }
 
     /// Fires `recorder_5min_statistics_generated`, as HA does after each 5-minute compilation.

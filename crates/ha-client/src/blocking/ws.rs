@@ -205,6 +205,26 @@ impl WsClient {
     ) -> Result<BTreeMap<String, Vec<HistoryState>>, Error> {
         block_on(self.inner.history_during_period(query))?
     }
+    /// `config/area_registry/list`.
+    pub fn list_areas(&self) -> Result<Vec<crate::ws::AreaEntry>, Error> {
+        block_on(self.inner.list_areas())?
+    }
+    /// `config/floor_registry/list` (absent on older HA).
+    pub fn list_floors(&self) -> Result<Vec<crate::ws::FloorEntry>, Error> {
+        block_on(self.inner.list_floors())?
+    }
+    /// `config/label_registry/list` (absent on older HA).
+    pub fn list_labels(&self) -> Result<Vec<crate::ws::LabelEntry>, Error> {
+        block_on(self.inner.list_labels())?
+    }
+    /// `config/device_registry/list`.
+    pub fn list_devices(&self) -> Result<Vec<crate::ws::DeviceEntry>, Error> {
+        block_on(self.inner.list_devices())?
+    }
+    /// `config/entity_registry/list`.
+    pub fn list_entity_registry(&self) -> Result<Vec<crate::ws::EntityEntry>, Error> {
+        block_on(self.inner.list_entity_registry())?
+    }
     /// `recorder/list_statistic_ids`.
     pub fn list_statistic_ids(&self) -> Result<Vec<crate::ws::StatisticMetadata>, Error> {
         block_on(self.inner.list_statistic_ids())?

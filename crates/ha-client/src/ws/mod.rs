@@ -48,6 +48,7 @@
 mod connection;
 pub(crate) mod entities;
 pub(crate) mod frame;
+pub mod registry;
 mod state_changed;
 pub mod statistics;
 mod subscription;
@@ -63,6 +64,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use entities::{EntitiesSubscription, EntitiesUpdate, EntityState};
+pub use registry::{AreaEntry, DeviceEntry, EntityEntry, FloorEntry, LabelEntry};
 pub use state_changed::{ContextRef, StateChangedEvent, StateChangedRef, StateRef};
 pub use statistics::{
     StatisticMetadata, StatisticRow, StatisticsAnswer, StatisticsPeriod, StatisticsQuery,
@@ -554,6 +556,39 @@ impl WsClient {
     /// `recorder/info`.
     pub async fn recorder_info(&self) -> Result<RecorderInfo, Error> {
         self.command(json!({"type": "recorder/info"})).await
+    }
+
+    /// `config/area_registry/list`: every area.
+    pub async fn list_areas(&self) -> Result<Vec<AreaEntry>, Error> {
+        self.command(json!({"type": "config/area_registry/list"}))
+            .await
+    }
+
+    /// `config/floor_registry/list`: every floor. On an HA without them: [`Error::Command`] with code
+    /// `unknown_command`.
+    pub async fn list_floors(&self) -> Result<Vec<FloorEntry>, Error> {
+        self.command(json!({"type": "config/floor_registry/list"}))
+            .await
+    }
+
+    /// `config/label_registry/list`: every label. On an HA without them: [`Error::Command`] with code
+    /// `unknown_command`.
+    pub async fn list_labels(&self) -> Result<Vec<LabelEntry>, Error> {
+        self.command(json!({"type": "config/label_registry/list"}))
+            .await
+    }
+
+    /// `config/device_registry/list`: every device.
+    pub async fn list_devices(&self) -> Result<Vec<DeviceEntry>, Error> {
+        self.command(json!({"type": "config/device_registry/list"}))
+            .await
+    }
+
+    /// `config/entity_registry/list`: every entity in the entity registry (entities set through
+    /// REST `POST /api/states` are not in it).
+    pub async fn list_entity_registry(&self) -> Result<Vec<EntityEntry>, Error> {
+        self.command(json!({"type": "config/entity_registry/list"}))
+            .await
     }
 
     /// `recorder/list_statistic_ids`: every statistic HA holds or will compile (sensors with a

@@ -79,6 +79,16 @@ pub trait Sink: Send {
         rows: &'a [JournalRow],
     ) -> BoxFuture<'a, Result<WriteReport, SinkError>>;
 
+    /// Whether the sink writes HA's registry metadata (`metadata_tags`). The runner then looks
+    /// up each batch's entities in the registry tables and hands them over with
+    /// [`Sink::set_metadata`] right before [`Sink::write`], so a rename reaches the next batch.
+    fn wants_metadata(&self) -> bool {
+        false
+    }
+
+    /// The registry metadata of the next batch's entities (see [`Sink::wants_metadata`]).
+    fn set_metadata(&mut self, _metadata: crate::store::registry::MetadataMap) {}
+
     /// The kinds of records this sink takes; the runner keeps a cursor for each. States always.
     fn kinds(&self) -> &'static [RecordKind] {
         &[RecordKind::State]

@@ -235,6 +235,16 @@ impl SinkRunner {
                 };
                 let (first, last) = (first.id, last.id);
                 let rows = self.apply_rules(rows);
+                if self.sink.wants_metadata() && !rows.is_empty() {
+                    let keys: Vec<(std::sync::Arc<str>, String)> = rows
+                        .iter()
+                        .map(|r| (r.instance.clone(), r.entity_id.clone()))
+                        .collect();
+                    let metadata = with_journal(journal, move |j| j.entity_metadata(&keys))
+                        .await
+                        .map_err(|e| SinkError::Failed(format!("reading the registry: {e}")))?;
+                    self.sink.set_metadata(metadata);
+                }
                 let report = match rows.is_empty() {
                     true => WriteReport::default(),
                     false => self.sink.write(&rows).await?,

@@ -88,6 +88,14 @@ impl Journal {
         })
     }
 
+    /// The registry metadata of `keys` (instance, entity id), for a sink's `metadata_tags`.
+    pub fn entity_metadata(
+        &self,
+        keys: &[(Arc<str>, String)],
+    ) -> rusqlite::Result<super::registry::MetadataMap> {
+        super::registry::metadata_of(&self.conn, keys.iter().map(|(i, e)| (&**i, e.as_str())))
+    }
+
     /// The sink's cursor for `kind`, creating it when missing. A new cursor starts at `start`: 0
     /// replays the whole journal, which is what a user adding a sink to an existing store wants.
     pub fn cursor(&self, sink: &str, kind: RecordKind, start: i64) -> rusqlite::Result<i64> {

@@ -9,12 +9,14 @@
 //! - [`journal`]: what sinks read, their cursors and dead letters;
 //! - [`gaps`]: the gap backfill's records;
 //! - [`progress`]: the history import's finished slices, the recorder import's position;
-//! - [`statistics`]: HA's statistics (metadata, rows, corrections).
+//! - [`statistics`]: HA's statistics (metadata, rows, corrections);
+//! - [`registry`]: HA's registries (areas, floors, labels, devices, entities).
 
 pub mod gaps;
 pub mod journal;
 mod open;
 pub mod progress;
+pub mod registry;
 pub mod schema;
 pub(crate) mod sqlite;
 pub mod statistics;

@@ -181,6 +181,78 @@ CREATE TABLE IF NOT EXISTS recorder_import_progress (
 );
 "#;
 
+/// HA's registries per instance (replaced whole on every read, see [`super::registry`]) and
+/// `entity_metadata`: each entity with its name, area (its own, else its device's), floor,
+/// device and label names.
+const V6_REGISTRY: &str = r#"
+CREATE TABLE IF NOT EXISTS registry_areas (
+    instance TEXT NOT NULL,
+    area_id  TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    floor_id TEXT,
+    labels   TEXT NOT NULL DEFAULT '[]',   -- JSON array of label ids
+    PRIMARY KEY (instance, area_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registry_floors (
+    instance TEXT NOT NULL,
+    floor_id TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    level    INTEGER,
+    PRIMARY KEY (instance, floor_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registry_labels (
+    instance TEXT NOT NULL,
+    label_id TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    PRIMARY KEY (instance, label_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registry_devices (
+    instance     TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    name         TEXT,                     -- the user's name, else the integration's
+    area_id      TEXT,
+    manufacturer TEXT,
+    model        TEXT,
+    labels       TEXT NOT NULL DEFAULT '[]',
+    disabled_by  TEXT,
+    PRIMARY KEY (instance, device_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS registry_entities (
+    instance      TEXT NOT NULL,
+    entity_id     TEXT NOT NULL,
+    name          TEXT,                    -- the user's name
+    original_name TEXT,                    -- the integration's name
+    platform      TEXT NOT NULL,
+    device_id     TEXT,
+    area_id       TEXT,                    -- its own area, which overrides its device's
+    labels        TEXT NOT NULL DEFAULT '[]',
+    disabled_by   TEXT,
+    hidden_by     TEXT,
+    PRIMARY KEY (instance, entity_id)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS entity_metadata AS
+SELECT e.instance,
+       e.entity_id,
+       COALESCE(e.name, e.original_name) AS name,
+       COALESCE(e.area_id, d.area_id) AS area_id,
+       a.name AS area,
+       a.floor_id,
+       f.name AS floor,
+       e.device_id,
+       d.name AS device,
+       (SELECT json_group_array(name) FROM (
+            SELECT l.name FROM json_each(e.labels) j
+            JOIN registry_labels l ON l.instance = e.instance AND l.label_id = j.value
+            ORDER BY j.key)) AS labels,
+       e.platform,
+       e.disabled_by,
+       e.hidden_by
+FROM registry_entities e
+LEFT JOIN registry_devices d ON d.instance = e.instance AND d.device_id = e.device_id
+LEFT JOIN registry_areas a ON a.instance = e.instance AND a.area_id = COALESCE(e.area_id, d.area_id)
+LEFT JOIN registry_floors f ON f.instance = e.instance AND f.floor_id = a.floor_id;
+"#;
+
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
@@ -205,6 +277,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(v3_record_kinds),
     Migration::Sql(V4_STATISTICS),
     Migration::Sql(V5_RECORDER_IMPORT),
+    Migration::Sql(V6_REGISTRY),
 ];
 
 /// The schema version this build writes.

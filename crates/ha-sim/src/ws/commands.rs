@@ -22,6 +22,8 @@ pub const SUBSCRIBE_ALLOWLIST: &[&str] = &[
     "core_config_updated",
     "device_registry_updated",
     "entity_registry_updated",
+    "floor_registry_updated",
+    "label_registry_updated",
     "lovelace_updated",
     "panels_updated",
     "recorder_5min_statistics_generated",
@@ -476,7 +478,14 @@ fn run(
                     .into(),
             ))
         }
-        _ => Err(CmdError::new("unknown_command", "Unknown command.")),
+        // `config/*_registry/list`, readable by any user.
+        other => match crate::registry::Kind::of_list_command(other) {
+            Some(kind) => match lock(&inner.registries).list(kind) {
+                Some(items) => Ok(Some(items.to_string())),
+                None => Err(CmdError::new("unknown_command", "Unknown command.")),
+            },
+            None => Err(CmdError::new("unknown_command", "Unknown command.")),
+        },
     }
 }
 

@@ -19,11 +19,12 @@
 use std::fmt::{self, Write as _};
 
 use super::Encoded;
-use super::config::{CleanSchemaOptions, FieldType};
+use super::config::{CleanSchemaOptions, FieldType, MetadataTag};
 use super::escape::{Escaper, write_quoted};
 use super::python::{Py, parse_attributes, py_float, write_py_float};
 use crate::sink::config::TimeColumn;
 use crate::sink::{JournalEvent, JournalRow, JournalStatistic};
+use crate::store::registry::EntityMetadata;
 
 /// Encodes rows in the clean schema (see the module docs).
 pub struct CleanEncoder {
@@ -32,6 +33,8 @@ pub struct CleanEncoder {
     /// Already escaped.
     events_measurement: String,
     attributes: Vec<CleanAttr>,
+    /// Registry fields written as tags (`metadata_tags`).
+    metadata_tags: Vec<MetadataTag>,
 }
 
 struct CleanAttr {
@@ -101,11 +104,35 @@ impl CleanEncoder {
             measurement: escaped,
             events_measurement,
             attributes,
+            metadata_tags: Vec::new(),
         })
+    }
+
+    /// Writes these registry fields as tags of each state point (an entity not in the registry,
+    /// or without the field, gets no such tag: InfluxDB has no empty tags).
+    pub fn with_metadata_tags(mut self, tags: &[MetadataTag]) -> Self {
+        self.metadata_tags = tags.to_vec();
+        self
+    }
+
+    /// Whether state points carry registry tags.
+    pub fn has_metadata_tags(&self) -> bool {
+        !self.metadata_tags.is_empty()
     }
 
     /// Appends the line for `row` (timestamp in microseconds). Always [`Encoded::Written`].
     pub fn encode(&self, row: &JournalRow, time: TimeColumn, out: &mut String) -> Encoded {
+        self.encode_with(row, None, time, out)
+    }
+
+    /// Like [`CleanEncoder::encode`], with the entity's registry metadata for `metadata_tags`.
+    pub fn encode_with(
+        &self,
+        row: &JournalRow,
+        metadata: Option<&EntityMetadata>,
+        time: TimeColumn,
+        out: &mut String,
+    ) -> Encoded {
         out.push_str(&self.measurement);
         write_tags(
             out,
@@ -115,6 +142,22 @@ impl CleanEncoder {
                 ("instance", &*row.instance),
             ],
         );
+        if let Some(m) = metadata {
+            for tag in &self.metadata_tags {
+                let labels;
+                let value = match tag {
+                    MetadataTag::Name => m.name.as_deref(),
+                    MetadataTag::Area => m.area.as_deref(),
+                    MetadataTag::Floor => m.floor.as_deref(),
+                    MetadataTag::Device => m.device.as_deref(),
+                    MetadataTag::Labels => {
+                        labels = m.labels.join(",");
+                        Some(labels.as_str())
+                    }
+                };
+                write_tags(out, [(tag.key(), value.unwrap_or(""))]);
+            }
+        }
         out.push_str(" state=");
         write_quoted(out, &row.state);
         if let Some(v) = row.value.filter(|v| v.is_finite()) {
@@ -312,7 +355,7 @@ fn write_json(w: &mut impl fmt::Write, v: &Py<'_>) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::influx::testing::{clean, encode_clean, row};
+    use crate::sink::influx::testing::{FIRED, clean, encode_clean, row};
     use std::sync::Arc;
 
     #[test]
@@ -349,6 +392,46 @@ mod tests {
             Encoded::Skipped
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn metadata_tags_follow_the_fixed_tags_and_absent_values_write_none() {
+        use crate::sink::influx::config::MetadataTag;
+        let c = clean("").with_metadata_tags(&[
+            MetadataTag::Area,
+            MetadataTag::Floor,
+            MetadataTag::Labels,
+            MetadataTag::Name,
+        ]);
+        let meta = EntityMetadata {
+            instance: "home".into(),
+            entity_id: "sensor.t".into(),
+            name: Some("Stove, left".into()),
+            area_id: Some("kitchen".into()),
+            area: Some("Kitchen".into()),
+            floor: None,
+            device: Some("never asked for".into()),
+            labels: vec!["Heating".into(), "A=B".into()],
+        };
+        let encode = |m: Option<&EntityMetadata>| {
+            let mut out = String::new();
+            c.encode_with(
+                &row("sensor.t", "21", "{}"),
+                m,
+                TimeColumn::TimeFired,
+                &mut out,
+            );
+            out
+        };
+        assert_eq!(
+            encode(Some(&meta)),
+            format!(
+                "states,domain=sensor,entity_id=sensor.t,instance=home,area=Kitchen,\
+                 labels=Heating\\,A\\=B,name=Stove\\,\\ left state=\"21\",value=21.0 {FIRED}\n"
+            )
+        );
+        // Not in the registry: the clean schema's own line.
+        assert_eq!(encode(None), encode_clean(&c, &row("sensor.t", "21", "{}")));
     }
 
     #[test]

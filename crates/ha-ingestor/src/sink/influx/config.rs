@@ -79,6 +79,11 @@ pub struct InfluxConfig {
     /// instance feeds the sink; resolved with the rest of the configuration). The clean schema
     /// always has the tag.
     pub instance_tag: Option<bool>,
+    /// HA's registry metadata written as tags of each state point: `name`, `area`, `floor`,
+    /// `device`, `labels` (default none). Clean schema only, so the HA-compatible points stay
+    /// exactly HA's.
+    #[serde(default)]
+    pub metadata_tags: Vec<MetadataTag>,
     /// `[sink.influxdb.ha]`: HA-compatible options, with HA's names and meaning.
     #[serde(default)]
     pub ha: HaSchemaOptions,
@@ -138,6 +143,35 @@ pub struct ComponentConfig {
     pub override_measurement: Option<String>,
     /// Extra ignored attributes for matching entities.
     pub ignore_attributes: Vec<String>,
+}
+
+/// A registry field a sink can write with each state (`metadata_tags`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataTag {
+    /// The entity's name (the user's, else the integration's).
+    Name,
+    /// The area's name (the entity's own area, else its device's).
+    Area,
+    /// The area's floor's name.
+    Floor,
+    /// The device's name.
+    Device,
+    /// The labels' names, comma-separated, in HA's order.
+    Labels,
+}
+
+impl MetadataTag {
+    /// The tag's key.
+    pub fn key(self) -> &'static str {
+        match self {
+            MetadataTag::Name => "name",
+            MetadataTag::Area => "area",
+            MetadataTag::Floor => "floor",
+            MetadataTag::Device => "device",
+            MetadataTag::Labels => "labels",
+        }
+    }
 }
 
 /// Clean-mode options.

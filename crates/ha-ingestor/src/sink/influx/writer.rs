@@ -19,6 +19,7 @@ use crate::sink::split::{SplitError, Splitter};
 use crate::sink::{
     JournalEvent, JournalRow, JournalStatistic, Rejected, Sink, SinkError, WriteReport,
 };
+use crate::store::registry::MetadataMap;
 
 enum Encoder {
     Ha(HaEncoder),
@@ -37,6 +38,8 @@ pub struct InfluxSink {
     time: TimeColumn,
     /// Where this sink writes, for messages (no credentials).
     target: String,
+    /// The registry metadata of the batch being written (`metadata_tags`).
+    metadata: MetadataMap,
 }
 
 /// One encoded point: which row, and where its line is in the body.
@@ -87,9 +90,17 @@ impl InfluxSink {
                     .with_instance_tag(config.instance_tag.unwrap_or(false)),
             ),
             InfluxSchema::Clean => Encoder::Clean(
-                CleanEncoder::new(&config.clean).map_err(|e| format!("sink '{name}': {e}"))?,
+                CleanEncoder::new(&config.clean)
+                    .map_err(|e| format!("sink '{name}': {e}"))?
+                    .with_metadata_tags(&config.metadata_tags),
             ),
         };
+        if config.schema == InfluxSchema::Ha && !config.metadata_tags.is_empty() {
+            return Err(format!(
+                "sink '{name}': metadata_tags works with schema = \"clean\" only (the HA-compatible \
+                 schema writes exactly HA's points); set schema = \"clean\" or remove metadata_tags"
+            ));
+        }
         let mut target = base.clone();
         let _ = target.set_password(None);
         let _ = target.set_username("");
@@ -103,6 +114,7 @@ impl InfluxSink {
             encoder,
             time: config.time_column,
             target: target.to_string(),
+            metadata: MetadataMap::default(),
         })
     }
 
@@ -321,7 +333,12 @@ impl Sink for InfluxSink {
                 let start = body.len();
                 let encoded = match &self.encoder {
                     Encoder::Ha(e) => e.encode(row, self.time, &mut body),
-                    Encoder::Clean(e) => e.encode(row, self.time, &mut body),
+                    Encoder::Clean(e) => e.encode_with(
+                        row,
+                        self.metadata.get(&row.instance, &row.entity_id),
+                        self.time,
+                        &mut body,
+                    ),
                 };
                 match encoded {
                     Encoded::Written => lines.push(Line {
@@ -339,6 +356,14 @@ impl Sink for InfluxSink {
             }
             Ok(report)
         })
+    }
+
+    fn wants_metadata(&self) -> bool {
+        matches!(&self.encoder, Encoder::Clean(e) if e.has_metadata_tags())
+    }
+
+    fn set_metadata(&mut self, metadata: MetadataMap) {
+        self.metadata = metadata;
     }
 
     fn kinds(&self) -> &'static [RecordKind] {
