@@ -9,6 +9,7 @@
 #![cfg(feature = "real-sinks")]
 
 mod pg_support;
+mod sinks;
 
 use std::time::Instant;
 
@@ -43,7 +44,7 @@ async fn normalized_schema_is_created_and_written() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1001, 1002, 1003]);
+    assert_eq!(versions, vec![1001, 1002, 1003, 1004]);
 
     let get = |id: i64| {
         let c = &c;
@@ -275,7 +276,15 @@ async fn writing_a_batch_twice_adds_nothing() {
 
         let c = db.client().await;
         assert_eq!(count(&c, table).await, 300, "{schema:?}");
-        assert_eq!(count(&c, "ha_ingestor_migrations").await, 3, "{schema:?}");
+        let migrations = match schema {
+            PostgresSchema::Normalized => 4,
+            PostgresSchema::Ltss => 3,
+        };
+        assert_eq!(
+            count(&c, "ha_ingestor_migrations").await,
+            migrations,
+            "{schema:?}"
+        );
         if schema == PostgresSchema::Normalized {
             assert_eq!(count(&c, "ha_entities").await, 4);
         }
@@ -298,7 +307,7 @@ async fn both_schemas_share_a_database() {
     let c = db.client().await;
     assert_eq!(count(&c, "ha_states").await, 20);
     assert_eq!(count(&c, "ltss").await, 20);
-    assert_eq!(count(&c, "ha_ingestor_migrations").await, 6);
+    assert_eq!(count(&c, "ha_ingestor_migrations").await, 7);
     drop((a, b));
     db.drop_db().await;
 }
@@ -628,4 +637,131 @@ async fn statistics_go_to_ha_statistics_and_a_correction_replaces_the_row_in_bot
         );
         db.drop_db().await;
     }
+}
+
+/// `metadata_columns`: each entity's registry metadata (its own area, else its device's; names of
+/// its labels) is kept in `ha_entities` and shown by `ha_states_view`; an area renamed in HA (here:
+/// in the store's registry tables, as the registry task writes them) reaches the view with the
+/// next batch, for every row of the entity.
+#[tokio::test]
+async fn metadata_columns_follow_the_registry_and_a_rename_reaches_the_view() {
+    let db = fresh_db("meta").await;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = sinks::journal(
+        dir.path(),
+        &[
+            sinks::state("sensor.power", "1", T0, "{}"),
+            sinks::state("light.kitchen", "on", T0 + 1_000_000, "{}"),
+            sinks::state("sensor.unregistered", "3", T0 + 2_000_000, "{}"),
+        ],
+    );
+    let registry = rusqlite::Connection::open(&journal).unwrap();
+    registry
+        .execute_batch(
+            "INSERT INTO registry_areas (instance, area_id, name) VALUES
+               ('home', 'living', 'Living Room'), ('home', 'kitchen', 'Kitchen');
+             INSERT INTO registry_labels (instance, label_id, name) VALUES ('home', 'l1', 'Energy');
+             INSERT INTO registry_devices (instance, device_id, name, area_id) VALUES
+               ('home', 'd1', 'Ceiling lamp', 'kitchen');
+             INSERT INTO registry_entities (instance, entity_id, name, original_name, platform, device_id, area_id, labels) VALUES
+               ('home', 'sensor.power', 'Power', NULL, 'template', NULL, 'living', '[\"l1\"]'),
+               ('home', 'light.kitchen', NULL, 'Kitchen light', 'hue', 'd1', NULL, '[]');",
+        )
+        .unwrap();
+    let sink = sinks::sink_config(&format!(
+        r#"
+        [[sink]]
+        name = "pg"
+        [sink.postgres]
+        dsn = "{dsn}"
+        metadata_columns = ["name", "area", "device", "labels"]
+        "#,
+        dsn = db.dsn
+    ));
+    let running = sinks::start(&sink, &journal);
+    running.caught_up(std::time::Duration::from_secs(30)).await;
+    let c = db.client().await;
+    type Meta = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let metadata = async |c: &tokio_postgres::Client| -> Vec<Meta> {
+        c.query(
+            "SELECT entity_id, name, area, floor, device, labels::text FROM ha_entities ORDER BY entity_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect()
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        metadata(&c).await,
+        vec![
+            (
+                "light.kitchen".to_string(),
+                s("Kitchen light"),
+                s("Kitchen"),
+                None, // not asked for
+                s("Ceiling lamp"),
+                s("[]")
+            ),
+            (
+                "sensor.power".to_string(),
+                s("Power"),
+                s("Living Room"),
+                None,
+                None,
+                s(r#"["Energy"]"#)
+            ),
+            (
+                "sensor.unregistered".to_string(),
+                None,
+                None,
+                None,
+                None,
+                None
+            ),
+        ]
+    );
+
+    // The area is renamed; the next batch of the entity carries the new name to every row.
+    registry
+        .execute(
+            "UPDATE registry_areas SET name = 'Lounge' WHERE area_id = 'living'",
+            [],
+        )
+        .unwrap();
+    sinks::append(
+        &journal,
+        &[sinks::state("sensor.power", "2", T0 + 3_000_000, "{}")],
+        &running.commits,
+    );
+    running.caught_up(std::time::Duration::from_secs(30)).await;
+    let areas: Vec<(String, Option<String>)> = c
+        .query(
+            "SELECT state, area FROM ha_states_view WHERE entity_id = 'sensor.power' ORDER BY time",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        areas,
+        vec![
+            ("1".to_string(), s("Lounge")),
+            ("2".to_string(), s("Lounge"))
+        ]
+    );
+    running.stop().await;
+    drop(c);
+    db.drop_db().await;
 }

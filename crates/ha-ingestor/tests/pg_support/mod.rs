@@ -109,6 +109,7 @@ pub fn config(dsn: &str, schema: PostgresSchema) -> PostgresConfig {
         schema,
         time_column: TimeColumn::TimeFired,
         timescaledb: true,
+        metadata_columns: Vec::new(),
     }
 }
 

@@ -29,7 +29,7 @@ pub use api::secret_source;
 pub use clean_schema::CleanEncoder;
 pub use config::{
     CleanSchemaOptions, ComponentConfig, FieldType, HaSchemaOptions, InfluxApi, InfluxConfig,
-    InfluxSchema, MeasurementAttr,
+    InfluxSchema, MeasurementAttr, MetadataTag,
 };
 pub use ha_schema::HaEncoder;
 pub use writer::InfluxSink;

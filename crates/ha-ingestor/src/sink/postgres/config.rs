@@ -42,4 +42,8 @@ pub struct PostgresConfig {
     /// Create TimescaleDB hypertables when the extension is available (default true).
     #[serde(default = "crate::sink::config::yes")]
     pub timescaledb: bool,
+    /// Normalized layout: HA's registry metadata kept current in these columns of `ha_entities`
+    /// (and so of `ha_states_view`): `name`, `area`, `floor`, `device`, `labels` (default none).
+    #[serde(default)]
+    pub metadata_columns: Vec<crate::sink::influx::MetadataTag>,
 }

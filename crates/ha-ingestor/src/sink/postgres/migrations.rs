@@ -121,7 +121,32 @@ const NORMALIZED_MIGRATIONS: &[Migration] = &[
         ltss_location: false,
         sql: STATISTICS_DDL,
     },
+    Migration {
+        version: 1004,
+        what: "add HA's registry metadata to ha_entities and ha_states_view",
+        table: "ha_entities",
+        chunk_interval: "7 days",
+        ltss_location: false,
+        sql: METADATA_DDL,
+    },
 ];
+
+/// The registry metadata `metadata_columns` keeps current, per entity (HA's current values: a
+/// renamed area shows on every row of its entities). Columns are added at the end of the view, as
+/// `CREATE OR REPLACE VIEW` requires.
+pub const METADATA_DDL: &str = "
+ALTER TABLE ha_entities
+    ADD COLUMN IF NOT EXISTS name   text,
+    ADD COLUMN IF NOT EXISTS area   text,
+    ADD COLUMN IF NOT EXISTS floor  text,
+    ADD COLUMN IF NOT EXISTS device text,
+    ADD COLUMN IF NOT EXISTS labels jsonb;
+CREATE OR REPLACE VIEW ha_states_view AS
+    SELECT s.time, e.instance, e.entity_id, e.domain, s.state, s.value, s.attributes,
+           s.last_changed, s.last_updated, s.time_fired, s.context_id, s.context_user_id,
+           e.name, e.area, e.floor, e.device, e.labels
+    FROM ha_states s JOIN ha_entities e ON e.id = s.entity;
+";
 
 const LTSS_MIGRATIONS: &[Migration] = &[
     Migration {

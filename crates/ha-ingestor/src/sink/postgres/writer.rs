@@ -26,10 +26,12 @@ use super::statistics::{PreparedStatistic, STATISTICS_INSERT, StatisticColumns};
 use super::tls::{SslModeSetting, TlsSettings};
 use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
+use crate::sink::influx::MetadataTag;
 use crate::sink::split::{Split, SplitError, Splitter};
 use crate::sink::{
     JournalEvent, JournalRow, JournalStatistic, Rejected, Sink, SinkError, WriteReport,
 };
+use crate::store::registry::MetadataMap;
 
 /// Rows per `INSERT`. Batches are at most this big by default; bigger ones are split.
 const CHUNK_ROWS: usize = 5000;
@@ -120,6 +122,10 @@ pub struct PostgresSink {
     ltss_location: bool,
     /// The first successful `prepare` logs at info, later ones (reconnects) at debug.
     announced: bool,
+    /// `metadata_columns`: the registry fields kept current in `ha_entities`.
+    metadata_columns: Vec<MetadataTag>,
+    /// The registry metadata of the batch being written (see `Sink::set_metadata`).
+    metadata: MetadataMap,
 }
 
 impl PostgresSink {
@@ -174,6 +180,12 @@ impl PostgresSink {
             );
         }
         let connector = tls.connector().map_err(|e| format!("sink '{name}': {e}"))?;
+        if config.schema == PostgresSchema::Ltss && !config.metadata_columns.is_empty() {
+            return Err(format!(
+                "sink '{name}': metadata_columns needs schema = \"normalized\" (LTSS's table has no \
+                 entity table to hold them)"
+            ));
+        }
         Ok(PostgresSink {
             ctx: ErrorContext::new(name, &pg),
             pg,
@@ -185,7 +197,85 @@ impl PostgresSink {
             entities: HashMap::new(),
             ltss_location: false,
             announced: false,
+            metadata_columns: config.metadata_columns.clone(),
+            metadata: MetadataMap::default(),
         })
+    }
+
+    /// Keeps the batch's entities' registry metadata current in `ha_entities` (only what
+    /// changed is written). An entity missing from the registry gets NULLs.
+    async fn update_metadata(&mut self, rows: &[PreparedRow<'_>]) -> Result<(), SinkError> {
+        let mut ids: Vec<i32> = Vec::new();
+        let mut cols: [Vec<Option<String>>; 5] = Default::default();
+        let mut seen = std::collections::HashSet::new();
+        for p in rows {
+            if !seen.insert(p.entity) {
+                continue;
+            }
+            ids.push(p.entity);
+            let m = self.metadata.get(&p.row.instance, &p.row.entity_id);
+            for (i, tag) in [
+                MetadataTag::Name,
+                MetadataTag::Area,
+                MetadataTag::Floor,
+                MetadataTag::Device,
+                MetadataTag::Labels,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let value = match (m, self.metadata_columns.contains(&tag)) {
+                    (Some(m), true) => match tag {
+                        MetadataTag::Name => m.name.clone(),
+                        MetadataTag::Area => m.area.clone(),
+                        MetadataTag::Floor => m.floor.clone(),
+                        MetadataTag::Device => m.device.clone(),
+                        MetadataTag::Labels => serde_json::to_string(&m.labels).ok(),
+                    },
+                    _ => None,
+                };
+                cols[i].push(value);
+            }
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(SinkError::Unavailable(format!(
+                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
+                self.ctx.name, self.ctx.target
+            )));
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&ids, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]];
+        let fut = conn.client.execute(
+            "UPDATE ha_entities e SET name = m.name, area = m.area, floor = m.floor, device = m.device,
+                    labels = m.labels::jsonb
+             FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                  AS m(id, name, area, floor, device, labels)
+             WHERE e.id = m.id
+               AND (e.name, e.area, e.floor, e.device, e.labels)
+                   IS DISTINCT FROM (m.name, m.area, m.floor, m.device, m.labels::jsonb)",
+            &params,
+        );
+        match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let class = match classify(&e) {
+                    Class::Data => Class::Failed,
+                    c => c,
+                };
+                self.conn = None;
+                Err(self
+                    .ctx
+                    .error_of("storing registry metadata", class, &error_text(&e)))
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(self.ctx.error_of(
+                    "storing registry metadata",
+                    Class::Unavailable,
+                    "no answer in time",
+                ))
+            }
+        }
     }
 
     /// Where the sink writes, as messages show it (no password).
@@ -330,6 +420,9 @@ impl PostgresSink {
             }
         };
         report.written += split.written;
+        if self.schema == PostgresSchema::Normalized && !self.metadata_columns.is_empty() {
+            self.update_metadata(&prepared).await?;
+        }
         for (i, reason) in split.refused {
             let row = prepared[i].row;
             report.rejected.push(Rejected {
@@ -612,6 +705,14 @@ impl Sink for PostgresSink {
         &[RecordKind::State, RecordKind::Event, RecordKind::Statistic]
     }
 
+    fn wants_metadata(&self) -> bool {
+        !self.metadata_columns.is_empty()
+    }
+
+    fn set_metadata(&mut self, metadata: MetadataMap) {
+        self.metadata = metadata;
+    }
+
     fn write_statistics<'a>(
         &'a mut self,
         rows: &'a [JournalStatistic],
@@ -641,7 +742,19 @@ mod tests {
             schema: PostgresSchema::Normalized,
             time_column: TimeColumn::TimeFired,
             timescaledb: true,
+            metadata_columns: Vec::new(),
         }
+    }
+
+    #[test]
+    fn metadata_columns_need_the_normalized_layout() {
+        let mut c = config("host=127.0.0.1 user=ha");
+        c.schema = PostgresSchema::Ltss;
+        c.metadata_columns = vec![MetadataTag::Area];
+        let err = PostgresSink::new("pg", &c, None).err().unwrap();
+        assert!(err.contains("metadata_columns needs schema"), "{err}");
+        c.schema = PostgresSchema::Normalized;
+        assert!(PostgresSink::new("pg", &c, None).unwrap().wants_metadata());
     }
 
     #[test]
