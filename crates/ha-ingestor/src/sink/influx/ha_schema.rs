@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::Encoded;
-use super::config::{ComponentConfig, HaSchemaOptions, MeasurementAttr};
+use super::config::{ComponentConfig, HaSchemaOptions, MeasurementAttr, MetadataTag};
 use super::escape::{Escaper, write_quoted};
 use super::python::{
     Py, digits_value, has_digit_tail, parse_attributes, py_float, py_float_of, py_str,
@@ -41,6 +41,7 @@ use super::python::{
 use crate::glob::Glob;
 use crate::sink::JournalRow;
 use crate::sink::config::TimeColumn;
+use crate::store::registry::EntityMetadata;
 
 /// Encodes rows exactly as HA's `influxdb` integration would (see the module docs). Built once from
 /// the options (globs compiled, lists sorted); `encode` allocates only small per-row vectors.
@@ -60,6 +61,8 @@ pub struct HaEncoder {
     /// An `instance` tag with the row's instance: not HA's, added when several instances feed
     /// the sink (see [`HaEncoder::with_instance_tag`]).
     instance_tag: bool,
+    /// Registry fields as tags: not HA's, only when the user asks (`metadata_tags`).
+    metadata_tags: Vec<MetadataTag>,
 }
 
 /// The `component_config*` entries that apply to one entity, merged as HA's `EntityValues` does:
@@ -147,7 +150,20 @@ impl HaEncoder {
                 .collect(),
             globs,
             instance_tag: false,
+            metadata_tags: Vec::new(),
         })
+    }
+
+    /// Adds HA's registry fields as tags, after HA's own and before the static `tags` (which win
+    /// on the same key). None by default: the points stay exactly HA's.
+    pub fn with_metadata_tags(mut self, tags: &[MetadataTag]) -> Self {
+        self.metadata_tags = tags.to_vec();
+        self
+    }
+
+    /// Whether it writes registry fields.
+    pub fn has_metadata_tags(&self) -> bool {
+        !self.metadata_tags.is_empty()
     }
 
     /// Tags every point with `instance` (the row's instance name), so that two homes' points of
@@ -219,6 +235,17 @@ impl HaEncoder {
 
     /// Appends the line for `row` (timestamp in microseconds), or nothing for a state HA skips.
     pub fn encode(&self, row: &JournalRow, time: TimeColumn, out: &mut String) -> Encoded {
+        self.encode_with(row, None, time, out)
+    }
+
+    /// Like [`HaEncoder::encode`], with the entity's registry metadata for `metadata_tags`.
+    pub fn encode_with(
+        &self,
+        row: &JournalRow,
+        metadata: Option<&EntityMetadata>,
+        time: TimeColumn,
+        out: &mut String,
+    ) -> Encoded {
         let state = row.state.as_str();
         if matches!(state, "" | "unknown" | "unavailable") {
             return Encoded::Skipped;
@@ -287,6 +314,22 @@ impl HaEncoder {
         }
         if self.instance_tag {
             set_tag(&mut tags, "instance", Tag::Text(&row.instance));
+        }
+        let labels;
+        if let Some(m) = metadata {
+            labels = m.labels.join(",");
+            for tag in &self.metadata_tags {
+                let value = match tag {
+                    MetadataTag::Name => m.name.as_deref(),
+                    MetadataTag::Area => m.area.as_deref(),
+                    MetadataTag::Floor => m.floor.as_deref(),
+                    MetadataTag::Device => m.device.as_deref(),
+                    MetadataTag::Labels => Some(labels.as_str()),
+                };
+                if let Some(v) = value {
+                    set_tag(&mut tags, tag.key(), Tag::Text(v));
+                }
+            }
         }
         for (k, v) in &self.tags {
             set_tag(&mut tags, k, Tag::Text(v));
@@ -1081,6 +1124,43 @@ empty = """#,
                     r#"sensor.u,domain=overridden,entity_id=from_attr,instance=main\ house value=1.0 1700000000123456"#,
                 ),
             ],
+        );
+    }
+
+    #[test]
+    fn metadata_tags_only_when_asked_and_the_static_tags_win() {
+        let meta = EntityMetadata {
+            instance: "home".into(),
+            entity_id: "sensor.power".into(),
+            name: Some("Power".into()),
+            area_id: Some("living".into()),
+            area: Some("Living Room".into()),
+            floor: None,
+            device: None,
+            labels: vec!["Energy".into(), "Solar".into()],
+        };
+        let row = row("sensor.power", "5", r#"{"unit_of_measurement": "W"}"#);
+        let plain = HaEncoder::new(&HaSchemaOptions::default()).unwrap();
+        let mut out = String::new();
+        plain.encode_with(&row, Some(&meta), TimeColumn::TimeFired, &mut out);
+        assert_eq!(
+            out, "W,domain=sensor,entity_id=power value=5.0 1700000000123456\n",
+            "without metadata_tags the line is HA's even with metadata at hand"
+        );
+        let options: HaSchemaOptions = toml::from_str("[tags]\nname = \"fixed\"").unwrap();
+        let tagged = HaEncoder::new(&options).unwrap().with_metadata_tags(&[
+            MetadataTag::Name,
+            MetadataTag::Area,
+            MetadataTag::Floor,
+            MetadataTag::Labels,
+        ]);
+        let mut out = String::new();
+        tagged.encode_with(&row, Some(&meta), TimeColumn::TimeFired, &mut out);
+        tagged.encode_with(&row, None, TimeColumn::TimeFired, &mut out);
+        assert_eq!(
+            out,
+            "W,area=Living\\ Room,domain=sensor,entity_id=power,labels=Energy\\,Solar,name=fixed value=5.0 1700000000123456\n\
+             W,domain=sensor,entity_id=power,name=fixed value=5.0 1700000000123456\n"
         );
     }
 

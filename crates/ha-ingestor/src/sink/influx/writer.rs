@@ -87,7 +87,8 @@ impl InfluxSink {
             InfluxSchema::Ha => Encoder::Ha(
                 HaEncoder::new(&config.ha)
                     .map_err(|e| format!("sink '{name}': {e}"))?
-                    .with_instance_tag(config.instance_tag.unwrap_or(false)),
+                    .with_instance_tag(config.instance_tag.unwrap_or(false))
+                    .with_metadata_tags(&config.metadata_tags),
             ),
             InfluxSchema::Clean => Encoder::Clean(
                 CleanEncoder::new(&config.clean)
@@ -95,12 +96,6 @@ impl InfluxSink {
                     .with_metadata_tags(&config.metadata_tags),
             ),
         };
-        if config.schema == InfluxSchema::Ha && !config.metadata_tags.is_empty() {
-            return Err(format!(
-                "sink '{name}': metadata_tags works with schema = \"clean\" only (the HA-compatible \
-                 schema writes exactly HA's points); set schema = \"clean\" or remove metadata_tags"
-            ));
-        }
         let mut target = base.clone();
         let _ = target.set_password(None);
         let _ = target.set_username("");
@@ -332,7 +327,12 @@ impl Sink for InfluxSink {
             for (i, row) in rows.iter().enumerate() {
                 let start = body.len();
                 let encoded = match &self.encoder {
-                    Encoder::Ha(e) => e.encode(row, self.time, &mut body),
+                    Encoder::Ha(e) => e.encode_with(
+                        row,
+                        self.metadata.get(&row.instance, &row.entity_id),
+                        self.time,
+                        &mut body,
+                    ),
                     Encoder::Clean(e) => e.encode_with(
                         row,
                         self.metadata.get(&row.instance, &row.entity_id),
@@ -359,7 +359,10 @@ impl Sink for InfluxSink {
     }
 
     fn wants_metadata(&self) -> bool {
-        matches!(&self.encoder, Encoder::Clean(e) if e.has_metadata_tags())
+        match &self.encoder {
+            Encoder::Ha(e) => e.has_metadata_tags(),
+            Encoder::Clean(e) => e.has_metadata_tags(),
+        }
     }
 
     fn set_metadata(&mut self, metadata: MetadataMap) {
