@@ -105,7 +105,7 @@ pub struct Timing {
 }
 
 const IN_PROCESS: &[&str] = &["a", "b", "c", "c50", "d", "e", "f", "g"];
-const WHOLE_PROCESS: &[&str] = &["b", "c", "d", "g", "h", "i"];
+const WHOLE_PROCESS: &[&str] = &["b", "c", "d", "g", "h", "i", "i2"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -412,7 +412,7 @@ fn print_targets(rows: &[Row]) {
             r.rss_kib as f64 / 1024.0
         );
     }
-    if let Some(r) = find("i proc") {
+    for r in [find("i proc"), find("i2 proc")].into_iter().flatten() {
         let core = r.events_per_sec * r.cpu_s_per_m / 1e6;
         println!(
             "  1000 instances: RSS <= 200 MiB and <= 30 % of a core ({}): {} ({:.1} MiB, {:.0} % of a core)",

@@ -20,6 +20,8 @@ struct Spec {
     /// The ingestor on one core, fed faster than it can take: its buffers must hold memory down,
     /// and what it drops must be counted (as a gap; the firehose has no history to refill it).
     flood: bool,
+    /// Top-level config lines of the ingestor for this row.
+    config: &'static str,
 }
 
 pub fn run(id: &str, bins: &Path, timing: Timing) -> Result<Row, String> {
@@ -29,36 +31,49 @@ pub fn run(id: &str, bins: &Path, timing: Timing) -> Result<Row, String> {
             rate: 0,
             instances: 1,
             flood: false,
+            config: "",
         },
         "c" => Spec {
             name: "c proc SQLite, 1k/s, flush 200 ms (default)",
             rate: 1000,
             instances: 1,
             flood: false,
+            config: "",
         },
         "d" => Spec {
             name: "d proc SQLite, 10k/s",
             rate: 10_000,
             instances: 1,
             flood: false,
+            config: "",
         },
         "h" => Spec {
             name: "h proc flood 200k events at 100k/s, ingestor on one core",
             rate: 100_000,
             instances: 1,
             flood: true,
+            config: "",
         },
         "g" => Spec {
             name: "g proc 100 instances x 100/s (one ha-sim process)",
             rate: 100,
             instances: 100,
             flood: false,
+            config: "",
         },
         "i" => Spec {
             name: "i proc 1000 instances x 10/s (one ha-sim process)",
             rate: 10,
             instances: 1000,
             flood: false,
+            config: "",
+        },
+        "i2" => Spec {
+            name: "i2 proc 1000 instances x 10/s, statistics and registry off",
+            rate: 10,
+            instances: 1000,
+            flood: false,
+            config: "statistics = false\nregistry = false\n",
         },
         other => return Err(format!("no whole-process scenario '{other}'")),
     };
@@ -139,8 +154,9 @@ fn run_in(
         })
         .collect();
     let mut config = format!(
-        "db = \"{}\"\nmetrics_addr = \"{metrics_addr}\"\nbackfill = false\n",
-        dir.join("bench.db").display()
+        "db = \"{}\"\nmetrics_addr = \"{metrics_addr}\"\nbackfill = false\n{}",
+        dir.join("bench.db").display(),
+        spec.config
     );
     for n in &names {
         config.push_str(&format!(

@@ -201,13 +201,10 @@ impl RegistryMirror {
         let instance = self.instance.clone();
         let counts: Vec<(&'static str, usize)> =
             lists.iter().map(|l| (l.table(), l.len())).collect();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = crate::store::open(&db, crate::store::Access::WriteExisting)
-                .map_err(|e| e.to_string())?;
-            crate::store::registry::replace(&mut conn, &instance, &lists).map_err(|e| e.to_string())
+        crate::store::on_db(&db, crate::store::Access::WriteExisting, move |conn| {
+            crate::store::registry::replace(conn, &instance, &lists).map_err(|e| e.to_string())
         })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await?;
         tracing::debug!(instance = %self.instance, ?counts, "registries stored");
         Ok(())
     }

@@ -245,13 +245,9 @@ pub async fn newest_starts(
     instance: &str,
     period: StatisticPeriod,
 ) -> Result<HashMap<String, i64>, String> {
-    let db = db.to_path_buf();
     let instance = instance.to_string();
-    tokio::task::spawn_blocking(move || {
-        let conn =
-            crate::store::open(&db, crate::store::Access::ReadOnly).map_err(|e| e.to_string())?;
-        crate::store::statistics::newest_starts(&conn, &instance, period).map_err(|e| e.to_string())
+    crate::store::on_db(db, crate::store::Access::ReadOnly, move |conn| {
+        crate::store::statistics::newest_starts(conn, &instance, period).map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| e.to_string())?
 }

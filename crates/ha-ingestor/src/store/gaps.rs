@@ -5,24 +5,22 @@ use std::path::Path;
 
 use super::Access;
 
-/// Runs `f` on a connection of its own, off the async threads: read-only unless `write`. Writes
-/// wait for the writer's lock (SQLite serializes writers).
+/// Runs `f` on a short-lived connection ([`super::on_db`]): read-only unless `write`. Writes wait
+/// for the writer's lock (SQLite serializes writers).
 async fn on_db<T: Send + 'static>(
     db: &Path,
     write: bool,
     f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, String> {
-    let db = db.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let (access, what) = match write {
-            true => (Access::WriteExisting, "write"),
-            false => (Access::ReadOnly, "read"),
-        };
-        let conn = super::open(&db, access).map_err(|e| e.to_string())?;
-        f(&conn).map_err(|e| format!("cannot {what} {}: {e}", db.display()))
+    let (access, what) = match write {
+        true => (Access::WriteExisting, "write"),
+        false => (Access::ReadOnly, "read"),
+    };
+    let shown = db.display().to_string();
+    super::on_db(db, access, move |conn| {
+        f(conn).map_err(|e| format!("cannot {what} {shown}: {e}"))
     })
     .await
-    .map_err(|e| e.to_string())?
 }
 
 /// Records, durably, that a gap of `instance` began at `since_us`. Called before any row from after

@@ -22,7 +22,7 @@ pub(crate) mod sqlite;
 pub mod statistics;
 mod writer;
 
-pub use open::{Access, BUSY_TIMEOUT, check_writable, open};
+pub use open::{Access, BUSY_TIMEOUT, check_writable, on_db, open};
 pub use sqlite::{SqliteStore, StoreError, WriteOutcome};
 pub(crate) use writer::commit as commit_within_bound;
 pub use writer::{CommitHook, WriterConfig, spawn_writer};
