@@ -145,6 +145,8 @@ CREATE TABLE IF NOT EXISTS statistics (
     state         REAL,                    -- for sums: the meter's reading at the period's end
     sum           REAL,                    -- for sums: the running total since the first row
     last_reset_us INTEGER,
+    unit          TEXT,                    -- the statistic's unit when the row was written: HA
+                                           -- may change it later, and old rows keep theirs
     UNIQUE (meta, period, start_us)
 );
 CREATE INDEX IF NOT EXISTS statistics_start ON statistics (start_us);
@@ -156,7 +158,7 @@ CREATE TABLE IF NOT EXISTS statistics_import_progress (
     PRIMARY KEY (instance, start_us, end_us)
 );
 CREATE VIEW IF NOT EXISTS statistics_view AS
-SELECT s.id, m.instance, m.statistic_id, m.source, m.unit, m.unit_class, m.name, s.period,
+SELECT s.id, m.instance, m.statistic_id, m.source, s.unit, m.unit_class, m.name, s.period,
        strftime('%Y-%m-%dT%H:%M:%SZ', s.start_us / 1e6, 'unixepoch') AS start,
        s.start_us / 1e6 AS ts,
        s.mean, s.min, s.max, s.state, s.sum,

@@ -8,7 +8,8 @@
 //! is `AUTOINCREMENT`, so the new id is past every sink's cursor): every sink receives the
 //! correction and overwrites its copy (PostgreSQL upserts by key; InfluxDB's point of the same
 //! series and time is replaced). Metadata follows HA too: a changed unit or name updates the
-//! statistic's row in `statistics_meta`.
+//! statistic's row in `statistics_meta`; each row keeps the unit it was written with, so after a
+//! unit change the store holds both (old rows in the old unit, new ones in the new).
 //!
 //! Callers: the writer task (records of kind `statistic`), and anything that imports statistics in
 //! bulk: [`crate::store::SqliteStore::write_statistics`] (one transaction per call), or
@@ -184,8 +185,8 @@ pub fn write_row(
         None => RowWritten::Inserted,
     };
     conn.prepare_cached(
-        "INSERT INTO statistics (meta, period, start_us, mean, min, max, state, sum, last_reset_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO statistics (meta, period, start_us, mean, min, max, state, sum, last_reset_us, unit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         meta,
@@ -196,7 +197,8 @@ pub fn write_row(
         row.max,
         row.state,
         row.sum,
-        row.last_reset_us
+        row.last_reset_us,
+        row.meta.unit
     ])?;
     Ok(outcome)
 }
@@ -270,7 +272,7 @@ pub fn read_after(
     limit: usize,
 ) -> rusqlite::Result<Vec<JournalStatistic>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.id, m.instance, m.statistic_id, m.unit, s.period, s.start_us, s.mean, s.min, s.max,
+        "SELECT s.id, m.instance, m.statistic_id, s.unit, s.period, s.start_us, s.mean, s.min, s.max,
                 s.state, s.sum, s.last_reset_us
          FROM statistics s JOIN statistics_meta m ON m.id = s.meta
          WHERE s.id > ?1 ORDER BY s.id LIMIT ?2",
@@ -391,5 +393,24 @@ pub(crate) mod tests {
             })
             .unwrap();
         assert_eq!((n, unit.as_str()), (1, "Wh"));
+        // Both units kept: each row in the unit it was written with, in the view and the journal.
+        let mut stmt = c
+            .prepare("SELECT unit, sum FROM statistics_view ORDER BY start")
+            .unwrap();
+        let rows: Vec<(String, f64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("kWh".to_string(), 0.0), ("Wh".to_string(), 1000.0)]
+        );
+        let journal: Vec<Option<String>> = read_after(&c, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unit)
+            .collect();
+        assert_eq!(journal, vec![Some("kWh".into()), Some("Wh".into())]);
     }
 }
