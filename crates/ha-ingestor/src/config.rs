@@ -372,10 +372,13 @@ fn sink_instances(
             let tag = *c.instance_tag.get_or_insert(feeding > 1);
             if tag
                 && c.schema == crate::sink::influx::InfluxSchema::Ha
-                && c.ha.tags.contains_key("instance")
+                && (c.ha.tags.contains_key("instance")
+                    || c.ha.tags_attributes.iter().any(|a| a == "instance"))
             {
                 return Err(ConfigError(format!(
-                    "{key}: [sink.influxdb.ha.tags] sets a static `instance` tag, which would hide the                      instance each point comes from ({feeding} instances feed this sink); remove it,                      or set instance_tag = false"
+                    "{key}: [sink.influxdb.ha] sets an `instance` tag (in tags or tags_attributes), \
+                     which would clash with the tag naming each point's instance ({feeding} \
+                     instances feed this sink); remove it, or set instance_tag = false"
                 )));
             }
         }
@@ -383,7 +386,10 @@ fn sink_instances(
             if c.schema == crate::sink::postgres::PostgresSchema::Ltss && feeding > 1 =>
         {
             return Err(ConfigError(format!(
-                "{key}: the LTSS table has no instance column, so {feeding} instances would                  overwrite each other's entities; give each instance an LTSS sink of its own                  (instances = [\"name\"], each to its own database), or use schema = \"normalized\",                  which has an instance column"
+                "{key}: the LTSS table has no instance column, so {feeding} instances would \
+                 overwrite each other's entities; give each instance an LTSS sink of its own \
+                 (instances = [\"name\"], each to its own database), or use schema = \"normalized\", \
+                 which has an instance column"
             )));
         }
         crate::sink::SinkKind::Postgres(_) => {}
@@ -712,7 +718,7 @@ mod tests {
             "[[sink]]\nname = \"x\"\n[sink.influxdb]\nurl = \"http://i:8086\"\n[sink.influxdb.ha.tags]\ninstance = \"mine\"",
         )
         .unwrap_err();
-        assert!(e.0.contains("static `instance` tag"), "{e}");
+        assert!(e.0.contains("sets an `instance` tag"), "{e}");
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub async fn run_with_reloads(
     }
     let (commits_tx, commits_rx) = watch::channel(0u64);
     let on_commit: crate::store::CommitHook = Arc::new(move |_records, outcome| {
-        if outcome.inserted > 0 {
+        // Statistics are counted apart from states and events; they wake the sinks too.
+        if outcome.inserted > 0 || outcome.statistics > 0 {
             commits_tx.send_modify(|n| *n += 1);
         }
     });
@@ -117,7 +118,13 @@ pub async fn run_with_reloads(
             journal: config.db.clone(),
             filter,
             attributes,
-            instances: sc.instances.clone(),
+            // A sink that takes every instance takes those of the start: how many feed it decided
+            // its schema (the HA-compatible instance tag, LTSS's one instance), so an instance a
+            // reload adds reaches it only after a restart.
+            instances: sc
+                .instances
+                .clone()
+                .or_else(|| Some(config.instances.iter().map(|i| i.name.clone()).collect())),
             batch_size: sc.batch_size,
             start: sc.start,
             commits: commits_rx.clone(),
@@ -155,6 +162,15 @@ pub async fn run_with_reloads(
                     health.set_ready_when_any(new.ready_when == crate::config::ReadyWhen::Any);
                     for key in needs_restart(&config, &new) {
                         tracing::warn!(key, "reload: this key changed but is read only at start; restart the ingestor to apply it");
+                    }
+                    let all_takers: Vec<&str> = config
+                        .sinks
+                        .iter()
+                        .filter(|s| s.instances.is_none())
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    if !summary.added.is_empty() && !all_takers.is_empty() {
+                        tracing::warn!(added = ?summary.added, sinks = ?all_takers, "reload: the sinks that take every instance get the new ones after a restart (until then their rows reach SQLite only)");
                     }
                     tracing::info!(added = ?summary.added, removed = ?summary.removed, restarted = ?summary.restarted, "configuration reloaded");
                 }

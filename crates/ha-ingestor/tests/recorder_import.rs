@@ -617,3 +617,30 @@ fn statistics_are_imported_on_both_schemas_and_once() {
         assert_eq!(stored_statistics(&db), want, "{name}");
     }
 }
+
+/// `--until` is exclusive for statistics too: the hour that starts at the bound is left out.
+#[test]
+fn the_window_keeps_statistics_to_their_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = with_statistics("recorder-2026.2.3.db", dir.path());
+    let db = dir.path().join("store.db");
+    let config = config(dir.path(), &db, "");
+    let t = 1_796_551_200_000_000i64;
+    let mut options = RecorderImportOptions::new(recorder.display().to_string());
+    options.progress_bar = Some(false);
+    options.until_us = Some(t + 3_600_000_000);
+    import(&config, &options).unwrap();
+    let starts: Vec<(String, i64)> = stored_statistics(&db)
+        .into_iter()
+        .map(|s| (s.period, s.start_us))
+        .collect();
+    assert_eq!(
+        starts,
+        vec![
+            ("hour".to_string(), t),
+            ("hour".to_string(), t),
+            ("5minute".to_string(), t),
+            ("5minute".to_string(), t + 300_000_000),
+        ]
+    );
+}

@@ -390,6 +390,19 @@ impl Job<'_> {
                         .read_statistics(period, window(after), chunk, &mut statistics)
                         .map_err(read_err)?;
                     summary.read += statistics.len() as u64;
+                    // A statistic HA created since the metadata was read: read it again, once.
+                    if statistics
+                        .iter()
+                        .any(|r| !self.converter.statistics_meta.contains_key(&r.metadata_id))
+                    {
+                        self.converter.statistics_meta = self
+                            .recorder
+                            .statistics_meta()
+                            .map_err(read_err)?
+                            .into_iter()
+                            .map(|m| (m.id, Arc::new(store_meta(m))))
+                            .collect();
+                    }
                     records.extend(
                         statistics
                             .drain(..)
@@ -479,6 +492,10 @@ impl Converter<'_> {
     /// A statistics row as the live mirror stores it (the entity filters do not apply to
     /// statistics, as live). A row whose metadata is gone (HA removed the statistic) is left out.
     fn statistic(&self, period: StatisticsPeriod, r: Statistic) -> Option<Record> {
+        // The id window reads 1 ms wide on both ends (see `IdWindow`); the window is exact.
+        if !(self.since_us..self.until_us).contains(&r.start_us) {
+            return None;
+        }
         let meta = self.statistics_meta.get(&r.metadata_id)?.clone();
         Some(Record::Statistic(crate::record::StatisticRow {
             instance: self.instance.clone(),

@@ -80,8 +80,8 @@ pub struct InfluxConfig {
     /// always has the tag.
     pub instance_tag: Option<bool>,
     /// HA's registry metadata written as tags of each state point: `name`, `area`, `floor`,
-    /// `device`, `labels` (default none). Clean schema only, so the HA-compatible points stay
-    /// exactly HA's.
+    /// `device`, `labels` (default none, so the HA-compatible points stay exactly HA's unless the
+    /// user asks).
     #[serde(default)]
     pub metadata_tags: Vec<MetadataTag>,
     /// `[sink.influxdb.ha]`: HA-compatible options, with HA's names and meaning.
