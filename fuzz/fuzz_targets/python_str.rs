@@ -38,10 +38,14 @@ fuzz_target!(|data: &[u8]| {
             !repr.chars().any(char::is_control),
             "raw control char in {repr:?}"
         );
-        match serde_json::from_str::<serde_json::Value>(text).unwrap() {
-            serde_json::Value::String(s) => assert_eq!(str, s),
-            serde_json::Value::Null => assert_eq!(str, "None"),
-            _ => assert_eq!(str, repr),
+        // serde_json with `raw_value` reserves one object key for itself and refuses valid JSON
+        // that uses it ({"$serde_json::private::RawValue": ""}, found by this target): no oracle.
+        if !text.contains("$serde_json::private::RawValue") {
+            match serde_json::from_str::<serde_json::Value>(text).unwrap() {
+                serde_json::Value::String(s) => assert_eq!(str, s),
+                serde_json::Value::Null => assert_eq!(str, "None"),
+                _ => assert_eq!(str, repr),
+            }
         }
     }
     if let Some(v) = digit_tail_value(text) {
