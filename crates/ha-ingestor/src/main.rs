@@ -179,7 +179,8 @@ enum Command {
         #[arg(long, env = "HA_INGESTOR_METRICS_ADDR", default_value = "127.0.0.1:0")]
         metrics_addr: std::net::SocketAddr,
     },
-    /// Run the ingestor until SIGINT or SIGTERM, then flush and exit 0.
+    /// Run the ingestor until SIGINT or SIGTERM, then flush and exit 0. SIGHUP reads the
+    /// configuration again (instances added, removed or changed start, stop or restart).
     Run {
         #[command(flatten)]
         conn: ConnectionArgs,
