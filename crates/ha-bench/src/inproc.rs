@@ -406,6 +406,7 @@ async fn pipeline(spec: Spec, timing: Timing) -> Result<Row, String> {
             db: db.clone(),
             backfill: None,
             generation: 0,
+            fleet_start: None,
         };
         sources.push(tokio::spawn(run_source(inst, ctx, stop_rx.clone())));
     }

@@ -52,6 +52,27 @@ pub struct FileConfig {
     /// Remote sinks, fed from the SQLite journal.
     #[serde(default, rename = "sink")]
     pub sinks: Vec<crate::sink::SinkConfig>,
+    /// Several ingestor processes sharing these instances through PostgreSQL (see
+    /// [`crate::fleet`]).
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: the instances are shared by every process run with this configuration; each
+/// instance is served by one of them at a time, the owner of its PostgreSQL advisory lock.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The `[[sink]]` (PostgreSQL, normalized schema, fed by every instance) whose server holds
+    /// the locks and the fleet's table: the database the fleet writes to anyway, with its dsn,
+    /// password and TLS settings.
+    pub sink: String,
+    /// Separates fleets that share one database (default `default`).
+    #[serde(default = "default_fleet_name")]
+    pub name: String,
+}
+
+fn default_fleet_name() -> String {
+    "default".into()
 }
 
 /// See [`FileConfig::ready_when`].
@@ -338,6 +359,9 @@ pub struct Config {
     pub backfill_settings: crate::history::gap_fill::BackfillConfig,
     /// Remote sinks.
     pub sinks: Vec<crate::sink::SinkConfig>,
+    /// `[fleet]`, checked: its sink is a PostgreSQL sink of the normalized schema that every
+    /// instance feeds.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Checks a sink's `instances` against the configured ones and settles what depends on how many
@@ -579,6 +603,9 @@ impl Config {
                 "store.batch_size and store.queue_capacity must be at least 1".into(),
             ));
         }
+        if let Some(fleet) = &file.fleet {
+            check_fleet(fleet, &sinks, file.backfill.unwrap_or(true))?;
+        }
         let several = instances.len() > 1;
         Ok(Config {
             db: o
@@ -602,8 +629,68 @@ impl Config {
             }),
             backfill_settings: crate::history::gap_fill::BackfillConfig::default(),
             sinks,
+            fleet: file.fleet,
         })
     }
+}
+
+/// A fleet needs a PostgreSQL sink of the normalized schema that every instance feeds (a new
+/// owner fills an instance's gap from what that database lacks), and the gap backfill.
+fn check_fleet(
+    fleet: &FleetConfig,
+    sinks: &[crate::sink::SinkConfig],
+    backfill: bool,
+) -> Result<(), ConfigError> {
+    if fleet.name.trim().is_empty() {
+        return Err(ConfigError(
+            "fleet.name must not be empty (remove it for \"default\")".into(),
+        ));
+    }
+    let Some(sink) = sinks.iter().find(|s| s.name == fleet.sink) else {
+        let pg: Vec<&str> = sinks
+            .iter()
+            .filter(|s| matches!(s.kind, crate::sink::SinkKind::Postgres(_)))
+            .map(|s| s.name.as_str())
+            .collect();
+        return Err(ConfigError(format!(
+            "fleet.sink: no [[sink]] is named '{}'; name the PostgreSQL sink the fleet writes to{}",
+            fleet.sink,
+            match pg.is_empty() {
+                true => " (there is none: add a [[sink]] with type = \"postgres\")".to_string(),
+                false => format!(" (the PostgreSQL sinks: {})", pg.join(", ")),
+            }
+        )));
+    };
+    match &sink.kind {
+        crate::sink::SinkKind::Postgres(c)
+            if c.schema == crate::sink::postgres::PostgresSchema::Normalized => {}
+        crate::sink::SinkKind::Postgres(_) => {
+            return Err(ConfigError(format!(
+                "fleet.sink '{}': the fleet needs schema = \"normalized\" (the LTSS table holds one instance)",
+                fleet.sink
+            )));
+        }
+        _ => {
+            return Err(ConfigError(format!(
+                "fleet.sink '{}' is not a PostgreSQL sink; the fleet's locks live in PostgreSQL",
+                fleet.sink
+            )));
+        }
+    }
+    if sink.instances.is_some() {
+        return Err(ConfigError(format!(
+            "fleet.sink '{}' sets instances; every instance of the fleet must feed it, so remove the key",
+            fleet.sink
+        )));
+    }
+    if !backfill {
+        return Err(ConfigError(
+            "[fleet] needs backfill = true: the process that takes an instance over fills the \
+             gap since the last row that reached PostgreSQL from HA's history"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads and parses a config file; errors name the file.
@@ -656,6 +743,63 @@ mod tests {
             crate::sink::SinkKind::Influxdb(i) => i.instance_tag,
             crate::sink::SinkKind::Postgres(_) => None,
         }
+    }
+
+    #[test]
+    fn a_fleet_needs_a_normalized_postgres_sink_every_instance_feeds() {
+        // Top-level keys, [fleet], then the sinks' extra keys and the pg sink's schema.
+        let load = |top: &str, fleet: &str, sink_extra: &str, schema: &str| {
+            let text = format!(
+                r#"
+                {top}
+                [fleet]
+                {fleet}
+                [[instance]]
+                name = "north"
+                url = "http://north:8123"
+                [[sink]]
+                name = "pg"
+                {sink_extra}
+                [sink.postgres]
+                dsn = "host=db"
+                {schema}
+                [[sink]]
+                name = "influx"
+                [sink.influxdb]
+                url = "http://influx:8086"
+                "#
+            );
+            Config::resolve(parse(&text)?, Overrides::default())
+        };
+        let c = load("", r#"sink = "pg""#, "", "").unwrap();
+        assert_eq!(
+            c.fleet,
+            Some(FleetConfig {
+                sink: "pg".into(),
+                name: "default".into()
+            })
+        );
+        let err = |top, fleet, extra, schema| load(top, fleet, extra, schema).unwrap_err().0;
+        let e = err("", r#"sink = "nope""#, "", "");
+        assert!(
+            e.contains("no [[sink]] is named 'nope'") && e.contains("(the PostgreSQL sinks: pg)"),
+            "{e}"
+        );
+        let e = err("", r#"sink = "influx""#, "", "");
+        assert!(e.contains("not a PostgreSQL sink"), "{e}");
+        let e = err("", r#"sink = "pg""#, r#"instances = ["north"]"#, "");
+        assert!(
+            e.contains("every instance of the fleet must feed it"),
+            "{e}"
+        );
+        let e = err("backfill = false", r#"sink = "pg""#, "", "");
+        assert!(e.contains("needs backfill = true"), "{e}");
+        let e = err("", "sink = \"pg\"\nname = \" \"", "", "");
+        assert!(e.contains("fleet.name must not be empty"), "{e}");
+        let e = err("", r#"sink = "pg""#, "", r#"schema = "ltss""#);
+        assert!(e.contains("needs schema = \"normalized\""), "{e}");
+        let e = err("", "", "", "");
+        assert!(e.contains("sink"), "a [fleet] without sink: {e}");
     }
 
     #[test]

@@ -23,6 +23,24 @@ pub struct Health {
     sink: Mutex<SinkHealth>,
     remote: Mutex<BTreeMap<String, RemoteSinkHealth>>,
     commit: Mutex<CommitHealth>,
+    /// `[fleet]` only: the lock session and the instances this process owns.
+    fleet: Mutex<Option<FleetHealth>>,
+}
+
+/// What a process of a fleet reports: whether it holds its PostgreSQL session, how many
+/// processes share the fleet, which instances it serves.
+#[derive(Clone, Serialize, Default, Debug, PartialEq, Eq)]
+pub struct FleetHealth {
+    /// The fleet's name.
+    pub name: String,
+    /// Holding the session whose advisory locks own the instances.
+    pub connected: bool,
+    /// Processes in the fleet (this one included), as PostgreSQL last counted them.
+    pub members: u32,
+    /// The instances this process owns (serves), sorted.
+    pub owned: Vec<String>,
+    /// Why the session is down, when it is.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Serialize, Default)]
@@ -95,6 +113,16 @@ impl Health {
             error,
             since: humantime_now(),
         });
+    }
+
+    /// Whether the SQLite store's last commit succeeded.
+    pub fn store_ok(&self) -> bool {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner()).ok
+    }
+
+    /// Records the fleet's state (see [`FleetHealth`]).
+    pub fn set_fleet(&self, fleet: FleetHealth) {
+        *self.fleet.lock().unwrap_or_else(|p| p.into_inner()) = Some(fleet);
     }
 
     /// Drops an instance that no longer exists (removed by a reload).
@@ -237,8 +265,14 @@ impl Health {
             true => instances.values().any(|i| i.connected),
             false => instances.values().all(|i| i.connected),
         };
-        let ready = sink.ok && !instances.is_empty() && connected;
-        let body = serde_json::json!({
+        let fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // In a fleet a process that owns no instance is a standby, ready to take some over; it
+        // is ready while it holds its session.
+        let ready = match &fleet {
+            Some(f) => sink.ok && f.connected && (instances.is_empty() || connected),
+            None => sink.ok && !instances.is_empty() && connected,
+        };
+        let mut body = serde_json::json!({
             "status": if ready && remote_ok && instances.values().all(|i| i.connected) { "ok" } else { "degraded" },
             "live": true,
             "ready": ready,
@@ -251,6 +285,9 @@ impl Health {
             "journal_depth": journal_depth,
             "time": humantime_now(),
         });
+        if let Some(f) = fleet {
+            body["fleet"] = serde_json::json!(f);
+        }
         (ready, body)
     }
 }

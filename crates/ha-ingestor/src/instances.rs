@@ -47,6 +47,10 @@ struct Shared {
 /// The set of running instances.
 pub struct Instances {
     running: HashMap<String, Running>,
+    /// Every configured instance and its rules, as of the last (re)load.
+    configured: HashMap<String, (InstanceConfig, Rules)>,
+    /// `[fleet]`: an instance runs only while this process owns it ([`Instances::start_owned`]).
+    fleet: bool,
     tasks: JoinSet<Ended>,
     generation: u64,
     shared: Shared,
@@ -68,8 +72,27 @@ fn global_rules(config: &Config) -> String {
     format!("{:?}{:?}", config.filter, config.attributes)
 }
 
+fn backfill_of(config: &Config) -> Option<BackfillConfig> {
+    config.backfill.then(|| BackfillConfig {
+        fleet: config.fleet.is_some(),
+        ..config.backfill_settings.clone()
+    })
+}
+
+fn configured_of(
+    config: &Config,
+    mut rules: HashMap<String, Rules>,
+) -> HashMap<String, (InstanceConfig, Rules)> {
+    config
+        .instances
+        .iter()
+        .filter_map(|i| Some((i.name.clone(), (i.clone(), rules.remove(&i.name)?))))
+        .collect()
+}
+
 impl Instances {
-    /// Starts every instance of `config`.
+    /// Starts every instance of `config` (with `[fleet]`, none: the fleet starts those this
+    /// process owns).
     pub fn start(
         config: &Config,
         tx: mpsc::Sender<Record>,
@@ -78,23 +101,47 @@ impl Instances {
         let rules = rules_of(config)?;
         let mut me = Instances {
             running: HashMap::new(),
+            configured: configured_of(config, rules),
+            fleet: config.fleet.is_some(),
             tasks: JoinSet::new(),
             generation: 0,
             shared: Shared {
                 tx: Some(tx),
                 health,
                 db: config.db.clone(),
-                backfill: config.backfill.then(|| config.backfill_settings.clone()),
+                backfill: backfill_of(config),
                 global_rules: global_rules(config),
             },
         };
-        for inst in &config.instances {
-            me.spawn(inst.clone(), rules[&inst.name].clone());
+        if !me.fleet {
+            for inst in &config.instances {
+                let rules = me.configured[&inst.name].1.clone();
+                me.spawn(inst.clone(), rules, None);
+            }
         }
         Ok(me)
     }
 
-    fn spawn(&mut self, inst: InstanceConfig, rules: Rules) {
+    /// `[fleet]`: this process took `name` over; its gap fill starts at `since_us`.
+    pub fn start_owned(&mut self, name: &str, since_us: Option<i64>) {
+        if self.running.contains_key(name) {
+            return;
+        }
+        if let Some((inst, rules)) = self.configured.get(name).cloned() {
+            self.spawn(inst, rules, since_us);
+        }
+    }
+
+    /// `[fleet]`: `name` is given up (another process takes it over).
+    pub fn stop_owned(&mut self, name: &str) {
+        if self.running.contains_key(name) {
+            self.stop(name);
+            self.shared.health.forget(name);
+            metrics::gauge!("ha_ingestor_instance_up", "instance" => name.to_string()).set(0.0);
+        }
+    }
+
+    fn spawn(&mut self, inst: InstanceConfig, rules: Rules, fleet_start: Option<i64>) {
         let Some(tx) = self.shared.tx.clone() else {
             return;
         };
@@ -109,6 +156,7 @@ impl Instances {
             db: self.shared.db.clone(),
             backfill: self.shared.backfill.clone(),
             generation,
+            fleet_start,
         };
         self.shared.health.register(&inst.name, generation);
         let name = inst.name.clone();
@@ -179,6 +227,7 @@ impl Instances {
                 db: shared.1,
                 backfill,
                 generation,
+                fleet_start: None,
             };
             (name, generation, run_source(inst, ctx, stop).await)
         });
@@ -186,12 +235,15 @@ impl Instances {
 
     /// Applies a reloaded configuration: instances that are new start, removed ones stop, changed
     /// ones restart (and fill their gap from HA's history, with `backfill` on); the others run on.
+    /// With `[fleet]`, new instances start only when this process takes them (the fleet is told
+    /// of them by its caller).
     pub fn reload(&mut self, config: &Config) -> Result<ReloadSummary, ConfigError> {
         let rules = rules_of(config)?;
         let globals_changed = global_rules(config) != self.shared.global_rules
             || config.backfill != self.shared.backfill.is_some();
         self.shared.global_rules = global_rules(config);
-        self.shared.backfill = config.backfill.then(|| config.backfill_settings.clone());
+        self.shared.backfill = backfill_of(config);
+        self.configured = configured_of(config, rules.clone());
         let mut summary = ReloadSummary::default();
         let wanted: HashMap<&str, &InstanceConfig> = config
             .instances
@@ -216,11 +268,12 @@ impl Instances {
                 Some(r) if r.inst.same_as(inst) && !globals_changed => {}
                 Some(_) => {
                     self.stop(&inst.name);
-                    self.spawn(inst.clone(), rules[&inst.name].clone());
+                    self.spawn(inst.clone(), rules[&inst.name].clone(), None);
                     summary.restarted.push(inst.name.clone());
                 }
+                None if self.fleet => summary.added.push(inst.name.clone()),
                 None => {
-                    self.spawn(inst.clone(), rules[&inst.name].clone());
+                    self.spawn(inst.clone(), rules[&inst.name].clone(), None);
                     summary.added.push(inst.name.clone());
                 }
             }

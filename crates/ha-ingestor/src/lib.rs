@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod filter;
+pub mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -135,6 +135,13 @@ pub async fn run_with_reloads(
     health.set_ready_when_any(config.ready_when == crate::config::ReadyWhen::Any);
     let mut instances =
         Instances::start(&config, tx, health.clone()).map_err(|e| RunError::Config(e.0))?;
+    // `[fleet]`: the instances run while this process owns them.
+    let mut fleet = match config.fleet {
+        Some(_) => {
+            Some(crate::fleet::Fleet::start(&config, health.clone()).map_err(RunError::Config)?)
+        }
+        None => None,
+    };
     let mut exit_on_instance_failure = config.exit_on_instance_failure;
     if let Some(ready) = ready {
         let _ = ready.send(bound);
@@ -158,6 +165,12 @@ pub async fn run_with_reloads(
                 instances.reload(&new).map(|summary| (new, summary))
             }) {
                 Ok((new, summary)) => {
+                    if let Some(fleet) = &fleet {
+                        fleet.set_instances(&new);
+                    }
+                    if new.fleet != config.fleet {
+                        tracing::warn!(key = "[fleet]", "reload: this key changed but is read only at start; restart the ingestor to apply it");
+                    }
                     exit_on_instance_failure = new.exit_on_instance_failure;
                     health.set_ready_when_any(new.ready_when == crate::config::ReadyWhen::Any);
                     for key in needs_restart(&config, &new) {
@@ -175,6 +188,10 @@ pub async fn run_with_reloads(
                     tracing::info!(added = ?summary.added, removed = ?summary.removed, restarted = ?summary.restarted, "configuration reloaded");
                 }
                 Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),
+            },
+            Some(command) = next_fleet_command(&mut fleet) => match command {
+                crate::fleet::FleetCommand::Start { instance, since_us } => instances.start_owned(&instance, since_us),
+                crate::fleet::FleetCommand::Stop { instance } => instances.stop_owned(&instance),
             },
             Some(done) = instances.join_next() => match done {
                 Ok((name, generation, _)) if !instances.is_current(&name, generation) => {
@@ -219,6 +236,8 @@ pub async fn run_with_reloads(
     }
     #[cfg(unix)]
     crate::systemd::notify("STOPPING=1");
+    // Leaving the fleet releases the instances; the others take them over from the watermarks.
+    drop(fleet.take());
     if let Some(e) = instances.shut_down().await
         && failure.is_none()
     {
@@ -247,6 +266,16 @@ pub async fn run_with_reloads(
 async fn next_reload(reloads: &mut Option<mpsc::Receiver<Reload>>) -> Option<Reload> {
     match reloads {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The fleet's next command; pending forever without a fleet.
+async fn next_fleet_command(
+    fleet: &mut Option<crate::fleet::Fleet>,
+) -> Option<crate::fleet::FleetCommand> {
+    match fleet {
+        Some(f) => f.commands.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -59,6 +59,9 @@ pub struct SourceContext {
     pub backfill: Option<crate::history::gap_fill::BackfillConfig>,
     /// Which start of the instance this is ([`Health::register`]; 0 when not registered).
     pub generation: u64,
+    /// `[fleet]`: this process took the instance over; the gap to fill starts here (what
+    /// PostgreSQL holds, see [`crate::fleet`]), already on record in the store's gaps.
+    pub fleet_start: Option<i64>,
 }
 
 /// Runs one instance until `stop` turns true. Reconnects are handled by the client; only final
@@ -118,7 +121,9 @@ pub async fn run_source(
     // start gap "measured when filled" would run from this run's own first live rows and read
     // them again.
     let mut start_gap = None;
-    if ctx.backfill.is_some() {
+    if let (Some(since), Some(_)) = (ctx.fleet_start, &ctx.backfill) {
+        start_gap = Some(Some(since));
+    } else if ctx.backfill.is_some() {
         start_gap = match crate::store::gaps::newest_stored(&ctx.db, &name).await {
             Ok(Some(since)) => {
                 record_gap(&ctx, &name, since).await;

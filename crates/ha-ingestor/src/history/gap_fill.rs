@@ -35,6 +35,10 @@ pub struct BackfillConfig {
     pub recorder_wait: Duration,
     /// After the first pass, read the last `tail` again once, to catch rows the recorder committed late.
     pub tail: Duration,
+    /// `[fleet]`: a gap with a known start is filled from there, not from an older newest row of
+    /// this process's store (rows of an instance it owned before, which another process has
+    /// served since: PostgreSQL, not this store, says what is missing).
+    pub fleet: bool,
 }
 
 impl Default for BackfillConfig {
@@ -45,6 +49,7 @@ impl Default for BackfillConfig {
             max_gap: Duration::from_secs(10 * 86_400),
             recorder_wait: Duration::from_secs(30),
             tail: Duration::from_secs(15),
+            fleet: false,
         }
     }
 }
@@ -160,10 +165,11 @@ impl Backfiller {
     /// so nothing to fill. Also returns the newest gap record, which the fill covers.
     async fn window_start(&self, gap: Gap) -> Result<(Option<i64>, Option<i64>), String> {
         let (recorded, newest_record) = open_gaps(&self.db, &self.instance).await?;
-        let since = earliest(
-            earliest(self.newest_stored().await?, gap.since_us),
-            recorded,
-        );
+        let known = earliest(gap.since_us, recorded);
+        let since = match known {
+            Some(_) if self.config.fleet => known,
+            _ => earliest(self.newest_stored().await?, known),
+        };
         Ok((since, newest_record))
     }
 

@@ -35,7 +35,7 @@ pub(crate) fn slices(since: i64, until: i64) -> Vec<(i64, i64)> {
     out
 }
 
-fn iso(us: i64) -> String {
+pub(crate) fn iso(us: i64) -> String {
     jiff::Timestamp::from_microsecond(us)
         .map(|t| t.to_string())
         .unwrap_or_default()

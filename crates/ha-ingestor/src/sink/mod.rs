@@ -134,13 +134,31 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, String> {
             Ok(Box::new(influx::InfluxSink::new(name, c, secret)?))
         }
         SinkKind::Postgres(c) => {
-            let password = crate::credentials::read_secret(
-                c.password_file.as_deref(),
-                c.password_env.as_deref(),
-                "password",
-            )
-            .map_err(|e| format!("sink '{name}': {e}"))?;
+            let password = postgres_password(name, c)?;
             Ok(Box::new(postgres::PostgresSink::new(name, c, password)?))
         }
+    }
+}
+
+fn postgres_password(
+    name: &str,
+    c: &postgres::PostgresConfig,
+) -> Result<Option<ha_client::Secret>, String> {
+    crate::credentials::read_secret(
+        c.password_file.as_deref(),
+        c.password_env.as_deref(),
+        "password",
+    )
+    .map_err(|e| format!("sink '{name}': {e}"))
+}
+
+/// The server of a PostgreSQL `[[sink]]`, for another session on it (the fleet's locks).
+pub fn postgres_connector(config: &SinkConfig) -> Result<postgres::Connector, String> {
+    match &config.kind {
+        SinkKind::Postgres(c) => {
+            let password = postgres_password(&config.name, c)?;
+            postgres::Connector::new(&config.name, c, password)
+        }
+        SinkKind::Influxdb(_) => Err(format!("sink '{}' is not a PostgreSQL sink", config.name)),
     }
 }

@@ -87,3 +87,41 @@ pub async fn stored_entities(db: &Path, instance: &str) -> Result<Vec<String>, S
     })
     .await
 }
+
+/// What keeps a fleet's watermark of `instance` back (see [`crate::fleet`]): the oldest open gap,
+/// and the oldest `last_updated` of the instance's rows that `sink` has not acknowledged (all of
+/// them before the sink's first run), both in microseconds.
+pub async fn held_back(
+    db: &Path,
+    instance: &str,
+    sink: &str,
+) -> Result<(Option<i64>, Option<i64>), String> {
+    let (instance, sink) = (instance.to_string(), sink.to_string());
+    on_db(db, false, move |conn| {
+        let gap: Option<i64> = conn.query_row(
+            "SELECT min(since_us) FROM gaps WHERE instance = ?1",
+            [&instance],
+            |r| r.get(0),
+        )?;
+        let cursor: i64 = conn
+            .query_row(
+                "SELECT last_id FROM sink_cursors WHERE sink = ?1 AND kind = 'state'",
+                [&sink],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+        // The rows after the cursor are few (what the sink has yet to send): CROSS JOIN makes
+        // SQLite read that range of the primary key first, not every row of the instance.
+        let unsent: Option<i64> = conn.query_row(
+            "SELECT min(s.last_updated_us) FROM states s CROSS JOIN entities e ON e.id = s.entity \
+             WHERE s.id > ?2 AND e.instance = ?1",
+            rusqlite::params![instance, cursor],
+            |r| r.get(0),
+        )?;
+        Ok((gap, unsent))
+    })
+    .await
+}

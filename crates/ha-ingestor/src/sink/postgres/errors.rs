@@ -11,6 +11,7 @@ use tokio_postgres::config::Host;
 use crate::sink::SinkError;
 
 /// The sink's name and server, for messages.
+#[derive(Clone)]
 pub(super) struct ErrorContext {
     /// The sink's name.
     pub(super) name: String,
@@ -205,7 +206,7 @@ pub(super) fn classify(e: &tokio_postgres::Error) -> Class {
 }
 
 /// The server's message (with detail, hint and SQLSTATE), or the client's error and its causes.
-pub(super) fn error_text(e: &tokio_postgres::Error) -> String {
+pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut text = db.message().to_string();
         if let Some(detail) = db.detail() {

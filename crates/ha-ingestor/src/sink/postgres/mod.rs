@@ -30,9 +30,10 @@
 //!
 //! The parts: `config` (`[sink.postgres]`), `migrations` (the tables' DDL and how it is applied),
 //! `rows` (journal rows as column arrays for the inserts), `errors` (what a SQLSTATE means for the
-//! runner, and the messages), `tls` (sslmode, the CA), `writer` ([`PostgresSink`], the [`crate::sink::Sink`] impl).
+//! runner, and the messages), `tls` (sslmode, the CA), `connect` (the dsn, password and TLS put together; connecting), `writer` ([`PostgresSink`], the [`crate::sink::Sink`] impl).
 
 mod config;
+mod connect;
 mod errors;
 mod events;
 mod migrations;
@@ -42,6 +43,8 @@ mod tls;
 mod writer;
 
 pub use config::{PostgresConfig, PostgresSchema};
+pub use connect::Connector;
+pub(crate) use errors::error_text;
 pub use events::EVENTS_DDL;
 pub use migrations::{LTSS_DDL, NORMALIZED_DDL};
 pub use tls::{SslModeSetting, TlsSettings};

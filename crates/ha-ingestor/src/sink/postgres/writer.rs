@@ -5,16 +5,15 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use ha_client::Secret;
-use tokio_postgres::{Client, NoTls, Statement};
-use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_postgres::{Client, Statement};
 
 use super::config::{PostgresConfig, PostgresSchema};
+use super::connect::Connector;
 use super::errors::{Class, ErrorContext, classify, error_text};
 use super::events::{EVENTS_INSERT, EventColumns, PreparedEvent};
 use super::migrations;
@@ -23,7 +22,6 @@ use super::rows::{
     PreparedRow, no_nul,
 };
 use super::statistics::{PreparedStatistic, STATISTICS_INSERT, StatisticColumns};
-use super::tls::{SslModeSetting, TlsSettings};
 use crate::record::RecordKind;
 use crate::sink::config::TimeColumn;
 use crate::sink::influx::MetadataTag;
@@ -39,9 +37,6 @@ const CHUNK_ROWS: usize = 5000;
 /// How long one write statement may take before the connection is given up as hung.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Connect timeout when the dsn sets none (tokio-postgres waits forever by default).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The normalized layout's entity dictionary: adds the entities it lacks (then [`ENTITY_LOOKUP`]
 /// reads their ids).
 const ENTITY_UPSERT: &str = "
@@ -54,37 +49,6 @@ const ENTITY_LOOKUP: &str = "
 SELECT e.id, e.instance, e.entity_id
 FROM ha_entities e JOIN unnest($1::text[], $2::text[]) AS u(instance, entity_id)
      ON e.instance = u.instance AND e.entity_id = u.entity_id";
-
-/// What TLS can do for the dsn's hosts. A unix socket never has TLS (libpq ignores sslmode
-/// there); a bare `hostaddr` has no name to give TLS, so it can only go without.
-fn tls_transport(pg: &tokio_postgres::Config, tls: TlsSettings) -> Result<TlsSettings, String> {
-    use tokio_postgres::config::Host;
-    let hosts = pg.get_hosts();
-    #[cfg(unix)]
-    let all_sockets = !hosts.is_empty() && hosts.iter().all(|h| matches!(h, Host::Unix(_)));
-    #[cfg(not(unix))]
-    let all_sockets = false;
-    let nameless = hosts.is_empty() && !pg.get_hostaddrs().is_empty();
-    let off = TlsSettings {
-        mode: SslModeSetting::Disable,
-        ca_file: None,
-    };
-    match tls.mode {
-        _ if all_sockets => Ok(off),
-        SslModeSetting::Prefer if nameless => Ok(off),
-        SslModeSetting::Disable | SslModeSetting::Prefer => Ok(tls),
-        _ if nameless => Err(format!(
-            "sslmode={} needs host=<the server's name> beside hostaddr: TLS checks and sends \
-             the name",
-            match tls.mode {
-                SslModeSetting::Require => "require",
-                SslModeSetting::VerifyCa => "verify-ca",
-                _ => "verify-full",
-            }
-        )),
-        _ => Ok(tls),
-    }
-}
 
 /// A live connection and its prepared statements.
 struct Conn {
@@ -108,10 +72,8 @@ impl Drop for Conn {
 pub struct PostgresSink {
     /// The sink's name and server, for messages.
     ctx: ErrorContext,
-    /// The parsed dsn, with the password set.
-    pg: tokio_postgres::Config,
-    /// The TLS connector; `None` for `sslmode=disable`.
-    tls: Option<MakeRustlsConnect>,
+    /// The server, the password and TLS.
+    connector: Connector,
     schema: PostgresSchema,
     time_column: TimeColumn,
     timescaledb: bool,
@@ -136,50 +98,7 @@ impl PostgresSink {
         config: &PostgresConfig,
         password: Option<Secret>,
     ) -> Result<Self, String> {
-        let (dsn, tls) = TlsSettings::take_from_dsn(&config.dsn, config.ca_file.as_deref())
-            .map_err(|e| format!("sink '{name}': {e}"))?;
-        // The parse error never echoes the dsn, so a password put there does not leak.
-        let mut pg = tokio_postgres::Config::from_str(&dsn).map_err(|e| {
-            format!(
-                "sink '{name}': dsn is not a valid connection string ({e}); use e.g. \
-                 \"host=127.0.0.1 port=5432 user=ha dbname=ha\""
-            )
-        })?;
-        if let Some(password) = password {
-            if pg.get_password().is_some() {
-                return Err(format!(
-                    "sink '{name}': the dsn holds a password and password_file/password_env is set \
-                     too; keep it only in password_file or password_env"
-                ));
-            }
-            pg.password(password.expose());
-        }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("ha-ingestor");
-        }
-        if pg.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
-            // Every sslmode was to be taken out above; one left would be overwritten below.
-            return Err(format!(
-                "sink '{name}': the dsn's sslmode could not be read; write the dsn as \
-                 key=value pairs"
-            ));
-        }
-        let tls = match tls_transport(&pg, tls) {
-            Ok(tls) => tls,
-            Err(e) => return Err(format!("sink '{name}': {e}")),
-        };
-        pg.ssl_mode(tls.mode.transport());
-        if tls.mode == SslModeSetting::Require && !tls.verifies() {
-            tracing::warn!(
-                sink = name,
-                "sslmode=require encrypts but does not check the server's certificate; set \
-                 ca_file and sslmode=verify-full to know it is your server"
-            );
-        }
-        let connector = tls.connector().map_err(|e| format!("sink '{name}': {e}"))?;
+        let connector = Connector::new(name, config, password)?;
         if config.schema == PostgresSchema::Ltss && !config.metadata_columns.is_empty() {
             return Err(format!(
                 "sink '{name}': metadata_columns needs schema = \"normalized\" (LTSS's table has no \
@@ -187,9 +106,8 @@ impl PostgresSink {
             ));
         }
         Ok(PostgresSink {
-            ctx: ErrorContext::new(name, &pg),
-            pg,
-            tls: connector,
+            ctx: connector.context().clone(),
+            connector,
             schema: config.schema,
             time_column: config.time_column,
             timescaledb: config.timescaledb,
@@ -288,31 +206,11 @@ impl PostgresSink {
         self.conn = None;
         // Ids are cached per connection: a reconnect may follow a restore or a truncated table.
         self.entities.clear();
-        let sink = self.ctx.name.clone();
-        let ended = move |e: tokio_postgres::Error| {
-            tracing::debug!(sink = %sink, error = %e, "PostgreSQL connection ended");
-        };
-        // The two connection types differ, so each branch spawns its own driver task.
-        let (mut client, task) = match &self.tls {
-            Some(tls) => {
-                let (client, connection) = self
-                    .pg
-                    .connect(tls.clone())
-                    .await
-                    .map_err(|e| self.ctx.error("connecting", &e))?;
-                let task = tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
-                (client, task)
-            }
-            None => {
-                let (client, connection) = self
-                    .pg
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| self.ctx.error("connecting", &e))?;
-                let task = tokio::spawn(async move { connection.await.unwrap_or_else(ended) });
-                (client, task)
-            }
-        };
+        let (mut client, task) = self
+            .connector
+            .connect()
+            .await
+            .map_err(|e| self.ctx.error("connecting", &e))?;
 
         let migrated =
             migrations::migrate(&mut client, self.schema, self.timescaledb, &self.ctx).await?;
@@ -766,7 +664,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sink.target(), "127.0.0.1:5432/ha (user ha)");
-        assert_eq!(sink.pg.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(sink.connector.password(), Some(&b"hunter2"[..]));
         for class in [Class::Unavailable, Class::Unauthorized, Class::Failed] {
             assert!(
                 !sink
@@ -797,9 +695,12 @@ mod tests {
     fn sockets_go_without_tls_and_a_bare_hostaddr_cannot_be_verified() {
         let sink =
             PostgresSink::new("pg", &config("host=/run/postgresql sslmode=require"), None).unwrap();
-        assert!(sink.tls.is_none(), "a unix socket has no TLS");
+        assert!(!sink.connector.uses_tls(), "a unix socket has no TLS");
         let sink = PostgresSink::new("pg", &config("hostaddr=10.0.0.5 user=ha"), None).unwrap();
-        assert!(sink.tls.is_none(), "prefer without a name goes without");
+        assert!(
+            !sink.connector.uses_tls(),
+            "prefer without a name goes without"
+        );
         let err = PostgresSink::new(
             "pg",
             &config("hostaddr=10.0.0.5 user=ha sslmode=verify-full"),
@@ -814,7 +715,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(sink.tls.is_some());
+        assert!(sink.connector.uses_tls());
     }
 
     #[test]
