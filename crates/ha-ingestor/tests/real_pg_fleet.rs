@@ -1,7 +1,8 @@
 //! `[fleet]` across processes, against the real PostgreSQL (`--features real-sinks`): three
 //! ingestor processes share thirty simulated homes through advisory locks. Each home is served by
 //! exactly one process; one process is killed with SIGKILL under load; the other two own every
-//! home again within 30 s, and PostgreSQL ends with every state change exactly once.
+//! home again within 30 s; then the server ends one survivor's session, which stops serving and
+//! joins again; and PostgreSQL ends with every state change exactly once.
 
 #![cfg(feature = "real-sinks")]
 
@@ -220,16 +221,81 @@ async fn three_processes_share_thirty_homes_and_take_over_a_killed_ones() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // A process that loses its session (here: the server ends it) stops serving its homes at
+    // once; the other takes them, and the two share them again once it has joined anew.
+    let cut = 1;
+    let cut_pid = fleet.0[cut].as_ref().unwrap().child.id();
+    let admin = pg_support::connect(&db.dsn).await;
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name LIKE '%:' || $1::text",
+            &[&cut_pid.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        ended, 1,
+        "process {cut}'s fleet session, by its application_name"
+    );
+    let cut_at = Instant::now();
+    process::until(
+        "the process whose session was ended says so",
+        &logs[cut],
+        Duration::from_secs(30),
+        async || {
+            std::fs::read_to_string(&logs[cut])
+                .unwrap()
+                .contains("lost the fleet's PostgreSQL session")
+        },
+    )
+    .await;
+    println!(
+        "process {cut} saw its session end {:.1} s after",
+        cut_at.elapsed().as_secs_f64()
+    );
+    loop {
+        let o = owners(&ports, &alive).await;
+        if each_once(&o) && o.iter().flatten().all(|h| h.len() == HOMES / 2) {
+            println!(
+                "after process {cut}'s session was ended, the homes were shared 15/15 again {:.1} s later",
+                cut_at.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(60),
+            "60 s after process {cut}'s session was ended, the homes are not shared 15/15: {o:?}\n{}",
+            all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
     stop_tx.send(true).unwrap();
     load.await.unwrap();
     let set = set.lock().unwrap().clone();
     println!("{} changes made in {HOMES} homes", set.len());
 
-    // Settled: the survivors' gap fills are done (no gap left open in their stores) and their
-    // journals sent.
+    // Settled: every change made is in PostgreSQL (or 120 s passed), the survivors' gap fills
+    // are done (no gap left open in their stores) and their journals sent; then PostgreSQL is
+    // read once more, for rows that came twice.
+    let client = db.client().await;
+    let query = "SELECT instance, entity_id, state, count(*) FROM ha_states_view \
+                 WHERE entity_id LIKE 'sensor.fleet_%' GROUP BY 1, 2, 3";
+    let read = async || -> BTreeMap<(String, String, String), i64> {
+        client
+            .query(query, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+            .collect()
+    };
     let settled = Instant::now();
     loop {
-        let mut done = true;
+        let mut done = read().await.len() >= set.len();
         for p in (0..PROCESSES).filter(|p| alive[*p]) {
             let store = dir.path().join(format!("p{p}.db"));
             let conn = rusqlite::Connection::open_with_flags(
@@ -250,28 +316,14 @@ async fn three_processes_share_thirty_homes_and_take_over_a_killed_ones() {
                 .unwrap();
             done &= gaps == 0 && health["journal_depth"] == 0;
         }
-        if done {
+        if done || settled.elapsed() > Duration::from_secs(120) {
             break;
         }
-        assert!(
-            settled.elapsed() < Duration::from_secs(120),
-            "the survivors still have gaps to fill or rows to send after 120 s\n{}",
-            all_logs()
-        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // PostgreSQL holds every change exactly once: counted row by row.
-    let client = db.client().await;
-    let query = "SELECT instance, entity_id, state, count(*) FROM ha_states_view \
-                 WHERE entity_id LIKE 'sensor.fleet_%' GROUP BY 1, 2, 3";
-    let stored: BTreeMap<(String, String, String), i64> = client
-        .query(query, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
-        .collect();
+    let stored = read().await;
     let missing: Vec<_> = set.iter().filter(|k| !stored.contains_key(*k)).collect();
     let repeated: Vec<_> = stored.iter().filter(|(_, n)| **n != 1).collect();
     let expected: std::collections::BTreeSet<_> = set.iter().collect();

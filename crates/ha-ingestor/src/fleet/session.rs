@@ -87,12 +87,21 @@ impl Session {
             owner: owner.to_string(),
         };
         // The server notices a vanished client (a network cut, not a closed socket) within about
-        // 25 s instead of its default two hours, and releases its locks; ignored on sockets.
+        // 25 s instead of its default two hours, and releases its locks; ignored on sockets. The
+        // application name says which process holds the session (pg_stat_activity).
         timed(
             "setting TCP keepalives",
             session.client.batch_execute(
                 "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
                  SET tcp_keepalives_count = 3",
+            ),
+        )
+        .await?;
+        timed(
+            "naming the session",
+            session.client.execute(
+                "SELECT set_config('application_name', $1, false)",
+                &[&format!("ha-ingestor fleet {owner}")],
             ),
         )
         .await?;
