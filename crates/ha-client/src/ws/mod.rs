@@ -404,7 +404,8 @@ impl WsClient {
         self.inner.shared.state.subscribe()
     }
 
-    /// Connection events from now on.
+    /// Connection events from now on. The channel holds the last 64: a receiver that falls
+    /// further behind gets `RecvError::Lagged` (treat the time as a gap), never a blocked client.
     pub fn connection_events(&self) -> broadcast::Receiver<ConnectionEvent> {
         self.inner.shared.events.subscribe()
     }
