@@ -489,10 +489,10 @@ struct Converter<'a> {
     filter: &'a EntityFilter,
     rules: &'a AttributeRules,
     /// Per recorder `metadata_id`: the entity id, or `None` when the filter leaves it out.
-    entities: std::collections::HashMap<i64, Option<String>>,
+    entities: foldhash::HashMap<i64, Option<String>>,
     /// Per recorder (`metadata_id`, `attributes_id`): the attribute set as stored, converted once
     /// (the entity's attribute rules apply to it). Bounded: cleared when full.
-    attributes: std::collections::HashMap<(i64, Option<i64>), ConvertedAttributes>,
+    attributes: foldhash::HashMap<(i64, Option<i64>), ConvertedAttributes>,
     /// The recorder's statistics metadata by its id, read once.
     statistics_meta: std::collections::HashMap<i64, Arc<crate::record::StatisticMeta>>,
     since_us: i64,
