@@ -175,8 +175,8 @@ impl SqliteStore {
     }
 
     /// For a bulk import (`import-recorder`): insert state rows in groups of
-    /// [`STATES_PER_INSERT`], one statement each (default off: the live writer inserts row by
-    /// row). A statement of many rows keeps a statement journal (the foreign key on `entity` may
+    /// [`STATES_PER_INSERT`], one statement each, while the groups find their rows stored already
+    /// (default off: the live writer inserts row by row). A statement of many rows keeps a statement journal (the foreign key on `entity` may
     /// abort it halfway), a copy of each page it changes; it is kept in memory here
     /// (`temp_store`), where a file would cost a write per page.
     pub fn set_group_inserts(&mut self, on: bool) -> Result<(), StoreError> {
@@ -235,7 +235,11 @@ impl SqliteStore {
                 "INSERT OR IGNORE INTO events (instance, event_type, data, time_fired_us, context_id, origin) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            let group = if self.group_inserts {
+            // Groups pay for themselves on rows stored already (an import of a window the store
+            // holds); on new rows their statement journal (a copy of every page they change)
+            // costs more than they save. So a batch starts grouped and goes row by row once a
+            // group inserted anything.
+            let mut group = if self.group_inserts {
                 STATES_PER_INSERT
             } else {
                 1
@@ -284,8 +288,10 @@ impl SqliteStore {
                             attributes,
                             row,
                         });
-                        if pending.len() == group {
-                            insert_states(&tx, records, &mut pending, &mut outcome)?;
+                        if pending.len() == group
+                            && insert_states(&tx, records, &mut pending, &mut outcome)? > 0
+                        {
+                            group = 1;
                         }
                         continue;
                     }
@@ -510,13 +516,14 @@ fn bind_state(
 }
 
 /// Inserts the pending state rows (a full group in one statement, fewer one by one) and counts
-/// each as inserted or already stored.
+/// each as inserted or already stored. Returns how many were inserted.
 fn insert_states(
     tx: &rusqlite::Transaction<'_>,
     records: &[Record],
     pending: &mut Vec<PendingState<'_>>,
     outcome: &mut WriteOutcome,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
+    let before = outcome.inserted;
     if pending.len() == STATES_PER_INSERT {
         let mut stmt = tx.prepare_cached(&INSERT_STATES)?;
         for (i, p) in pending.iter().enumerate() {
@@ -553,7 +560,7 @@ fn insert_states(
         }
     }
     pending.clear();
-    Ok(())
+    Ok((outcome.inserted - before) as usize)
 }
 
 fn entity_id(
