@@ -707,3 +707,23 @@ fn a_store_holding_part_of_the_rows_ends_with_the_rows_an_empty_store_gets() {
     );
     assert_eq!(sorted(&db), sorted(&empty_db));
 }
+
+#[test]
+fn a_state_whose_entity_is_missing_from_states_meta_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = with_generated_states(dir.path(), 10);
+    let clean_db = dir.path().join("clean.db");
+    run(&config(dir.path(), &clean_db, ""), &recorder).unwrap();
+    rusqlite::Connection::open(&recorder)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO states (metadata_id, state, last_updated_ts, origin_idx)
+             VALUES (999999, '1', 1700000100.0, 0), (999999, '2', 1700000101.0, 0);",
+        )
+        .unwrap();
+    let db = dir.path().join("store.db");
+    let summary = run(&config(dir.path(), &db, ""), &recorder).unwrap();
+    assert_eq!(summary.states.left_out, 2 + 2, "{summary}");
+    assert_eq!(stored_states(&db), stored_states(&clean_db));
+}

@@ -540,6 +540,8 @@ impl Converter<'_> {
                     .entry(id)
                     .or_insert_with(|| allowed.then_some(entity_id));
             }
+            // Still unknown: a row without an entity; its id is not looked up again.
+            self.entities.entry(s.metadata_id).or_insert(None);
         }
         // An entity `states_meta` does not hold: the row has no entity (left out, as a join
         // leaves it out).
