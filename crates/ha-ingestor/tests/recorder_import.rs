@@ -644,3 +644,86 @@ fn the_window_keeps_statistics_to_their_start() {
         ]
     );
 }
+
+/// The 2026.2.3 fixture with `n` more states of 7 sensors, written in `dir`: enough rows that
+/// the store inserts them in groups (`SqliteStore::set_group_inserts`). Two sensors share
+/// attribute sets, as HA shares identical ones.
+fn with_generated_states(dir: &Path, n: i64) -> PathBuf {
+    let path = dir.join("generated.db");
+    std::fs::copy(fixture("recorder-2026.2.3.db"), &path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "INSERT INTO states_meta (entity_id) VALUES ('sensor.g0'), ('sensor.g1'), ('sensor.g2'),
+             ('sensor.g3'), ('sensor.g4'), ('sensor.g5'), ('sensor.g6');
+         INSERT INTO state_attributes (hash, shared_attrs) VALUES
+             (1, '{\"unit_of_measurement\":\"W\",\"friendly_name\":\"G\"}'),
+             (2, '{\"unit_of_measurement\":\"kW\",\"friendly_name\":\"G\"}');",
+    )
+    .unwrap();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1)
+         INSERT INTO states (metadata_id, state, attributes_id, last_updated_ts, last_changed_ts,
+                             context_id_bin, origin_idx)
+             SELECT (SELECT metadata_id FROM states_meta WHERE entity_id = 'sensor.g' || (i % 7)),
+                    printf('%.1f', i / 3.0),
+                    (SELECT max(attributes_id) FROM state_attributes) - (i / 7) % 2,
+                    1700000000.0 + i * 0.25, NULL, randomblob(16), 0
+             FROM n",
+        [n],
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_store_holding_part_of_the_rows_ends_with_the_rows_an_empty_store_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = with_generated_states(dir.path(), 700);
+    let sorted = |db: &Path| {
+        let mut rows = stored_states(db);
+        rows.sort_by(|a, b| {
+            (&a.entity_id, a.last_updated_us).cmp(&(&b.entity_id, b.last_updated_us))
+        });
+        rows
+    };
+    let empty_db = dir.path().join("empty.db");
+    let whole = run(&config(dir.path(), &empty_db, ""), &recorder).unwrap();
+    assert_eq!(whole.states.inserted, 700 + 20, "{whole}");
+    // A window in the middle first (its own progress), then everything: the groups the second
+    // run inserts are partly stored already.
+    let db = dir.path().join("part.db");
+    let config = config(dir.path(), &db, "");
+    let mut options = RecorderImportOptions::new(recorder.display().to_string());
+    options.progress_bar = Some(false);
+    options.since_us = Some(1_700_000_040_000_000);
+    options.until_us = Some(1_700_000_120_000_000);
+    let part = import(&config, &options).unwrap();
+    assert_eq!(part.states.inserted, 320, "{part}");
+    let rest = run(&config, &recorder).unwrap();
+    assert_eq!(
+        (rest.states.inserted, rest.states.already_stored),
+        (whole.states.inserted - 320, 320),
+        "{rest}"
+    );
+    assert_eq!(sorted(&db), sorted(&empty_db));
+}
+
+#[test]
+fn a_state_whose_entity_is_missing_from_states_meta_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = with_generated_states(dir.path(), 10);
+    let clean_db = dir.path().join("clean.db");
+    run(&config(dir.path(), &clean_db, ""), &recorder).unwrap();
+    rusqlite::Connection::open(&recorder)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO states (metadata_id, state, last_updated_ts, origin_idx)
+             VALUES (999999, '1', 1700000100.0, 0), (999999, '2', 1700000101.0, 0);",
+        )
+        .unwrap();
+    let db = dir.path().join("store.db");
+    let summary = run(&config(dir.path(), &db, ""), &recorder).unwrap();
+    assert_eq!(summary.states.left_out, 2 + 2, "{summary}");
+    assert_eq!(stored_states(&db), stored_states(&clean_db));
+}

@@ -181,6 +181,7 @@ pub fn import(
     let mut store = SqliteStore::open(&config.db)?;
     store.set_skip_unchanged(config.store.skip_unchanged);
     store.set_cache_mib(256)?;
+    store.set_group_inserts(true)?;
     let progress = RecorderProgress::open(&config.db)?;
     if options.fresh {
         progress.forget()?;
@@ -197,7 +198,8 @@ pub fn import(
             instance: Arc::from(instance.name.as_str()),
             filter: &filter,
             rules: &rules,
-            allowed: Default::default(),
+            entities: Default::default(),
+            attributes: Default::default(),
             statistics_meta: Default::default(),
             since_us,
             until_us,
@@ -380,7 +382,13 @@ impl Job<'_> {
                         .read_states(window(after), chunk, &mut states)
                         .map_err(read_err)?;
                     summary.read += states.len() as u64;
-                    records.extend(states.drain(..).filter_map(|s| self.converter.state(s)));
+                    for s in states.drain(..) {
+                        if let Some(record) =
+                            self.converter.state(self.recorder, s).map_err(read_err)?
+                        {
+                            records.push(record);
+                        }
+                    }
                     last
                 }
                 Table::Statistics(period) => {
@@ -480,8 +488,11 @@ struct Converter<'a> {
     instance: Arc<str>,
     filter: &'a EntityFilter,
     rules: &'a AttributeRules,
-    /// The filter's answer per recorder `metadata_id`.
-    allowed: std::collections::HashMap<i64, bool>,
+    /// Per recorder `metadata_id`: the entity id, or `None` when the filter leaves it out.
+    entities: foldhash::HashMap<i64, Option<String>>,
+    /// Per recorder (`metadata_id`, `attributes_id`): the attribute set as stored, converted once
+    /// (the entity's attribute rules apply to it). Bounded: cleared when full.
+    attributes: foldhash::HashMap<(i64, Option<i64>), ConvertedAttributes>,
     /// The recorder's statistics metadata by its id, read once.
     statistics_meta: std::collections::HashMap<i64, Arc<crate::record::StatisticMeta>>,
     since_us: i64,
@@ -514,19 +525,49 @@ impl Converter<'_> {
         }))
     }
 
-    fn state(&mut self, s: RecorderState) -> Option<Record> {
-        let allowed = *self
-            .allowed
-            .entry(s.metadata_id)
-            .or_insert_with(|| self.filter.allows(&s.entity_id));
-        if !allowed {
-            return None;
+    /// The recorder state as a record (`None`: left out), resolving its entity and attribute set
+    /// from `recorder` when not known yet.
+    fn state(
+        &mut self,
+        recorder: &RecorderDb,
+        s: RecorderState,
+    ) -> Result<Option<Record>, super::RecorderError> {
+        if !self.entities.contains_key(&s.metadata_id) {
+            // A new entity (or the first row): read the entity list again, once for all.
+            for (id, entity_id) in recorder.entity_ids()? {
+                let allowed = self.filter.allows(&entity_id);
+                self.entities
+                    .entry(id)
+                    .or_insert_with(|| allowed.then_some(entity_id));
+            }
+            // Still unknown: a row without an entity; its id is not looked up again.
+            self.entities.entry(s.metadata_id).or_insert(None);
         }
-        let record = state_record(&self.instance, self.rules, s)?;
+        // An entity `states_meta` does not hold: the row has no entity (left out, as a join
+        // leaves it out).
+        let Some(Some(entity_id)) = self.entities.get(&s.metadata_id) else {
+            return Ok(None);
+        };
+        let key = (s.metadata_id, s.attributes_id);
+        if !self.attributes.contains_key(&key) {
+            let raw = match s.attributes_id {
+                Some(id) => recorder.shared_attrs(id)?,
+                None => None,
+            };
+            if self.attributes.len() >= ATTRIBUTE_SETS_CACHED {
+                self.attributes.clear();
+            }
+            self.attributes
+                .insert(key, convert_attributes(self.rules, entity_id, raw));
+        }
+        let attributes = &self.attributes[&key];
+        let Some(record) = state_record(&self.instance, entity_id, attributes, s) else {
+            return Ok(None);
+        };
         let t = record.time_order().0;
-        (self.since_us..self.until_us)
+        Ok((self.since_us..self.until_us)
             .contains(&t)
-            .then_some(record)
+            .then_some(record))
     }
 
     fn event(&self, e: RecorderEvent) -> Option<Record> {
@@ -538,44 +579,72 @@ impl Converter<'_> {
     }
 }
 
-/// A recorder state as the row its live `state_changed` event gives. `None` for the row HA
-/// writes when an entity is removed (an empty state with no attributes; the live event has no
-/// new state, and live ingestion stores nothing for it).
-pub fn state_record(
-    instance: &Arc<str>,
+/// How many converted attribute sets the import keeps (see `Converter::attributes`).
+const ATTRIBUTE_SETS_CACHED: usize = 100_000;
+
+/// A recorder attribute set as one entity's rows store it.
+#[derive(Clone, Debug)]
+pub struct ConvertedAttributes {
+    /// The JSON stored (after the entity's attribute rules).
+    pub json: String,
+    /// HA's attributes were empty (`{}`, or none): with an empty state, the row HA writes when an
+    /// entity is removed.
+    pub empty: bool,
+}
+
+/// `shared_attrs` of a recorder attribute set (`None`: none) as `entity_id`'s rows store it.
+pub fn convert_attributes(
     rules: &AttributeRules,
-    s: RecorderState,
-) -> Option<Record> {
-    let state = s.state?;
-    let attributes = s.attributes.unwrap_or_else(|| "{}".to_string());
-    if state.is_empty() && attributes == "{}" {
-        return None;
-    }
-    let attributes = match rules.for_entity(&s.entity_id).retain_json(&attributes) {
+    entity_id: &str,
+    shared_attrs: Option<String>,
+) -> ConvertedAttributes {
+    let attributes = shared_attrs.unwrap_or_else(|| "{}".to_string());
+    let empty = attributes == "{}";
+    let json = match rules.for_entity(entity_id).retain_json(&attributes) {
         Ok(std::borrow::Cow::Owned(kept)) => kept,
         Ok(std::borrow::Cow::Borrowed(_)) => attributes,
         Err(e) => {
-            tracing::warn!(entity = %s.entity_id, state_id = s.state_id, %e, "recorder attributes are not a JSON object; stored as {{}}");
+            tracing::warn!(entity = %entity_id, %e, "recorder attributes are not a JSON object; stored as {{}}");
             "{}".to_string()
         }
     };
+    ConvertedAttributes { json, empty }
+}
+
+/// A recorder state of `entity_id`, with its attribute set converted, as the row its live
+/// `state_changed` event gives. `None` for the row HA writes when an entity is removed (an empty
+/// state with no attributes; the live event has no new state, and live ingestion stores nothing
+/// for it).
+pub fn state_record(
+    instance: &Arc<str>,
+    entity_id: &str,
+    attributes: &ConvertedAttributes,
+    s: RecorderState,
+) -> Option<Record> {
+    let state = s.state?;
+    if state.is_empty() && attributes.empty {
+        return None;
+    }
     let last_updated_us = micros_from_seconds(s.last_updated_ts);
     let last_changed_us = s
         .last_changed_ts
         .map_or(last_updated_us, micros_from_seconds);
+    fn bin(b: &Option<[u8; 16]>) -> Option<&[u8]> {
+        b.as_ref().map(|b| &b[..])
+    }
     Some(Record::State(StateRow {
         instance: instance.clone(),
         value: numeric_value(&state),
         state,
-        attributes,
+        attributes: attributes.json.clone(),
         last_changed_us,
         last_updated_us,
         // HA fires `state_changed` with the state's `last_updated` as `time_fired`.
         time_fired_us: Some(last_updated_us),
-        context_id: context_id(s.context_id.as_deref(), last_updated_us),
-        context_user_id: user_id(s.context_user_id.as_deref()),
-        context_parent_id: context_id(s.context_parent_id.as_deref(), last_updated_us),
-        entity_id: s.entity_id,
+        context_id: context_id(bin(&s.context_id), last_updated_us),
+        context_user_id: user_id(bin(&s.context_user_id)),
+        context_parent_id: context_id(bin(&s.context_parent_id), last_updated_us),
+        entity_id: entity_id.to_string(),
     }))
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::RecorderError;
 
@@ -20,29 +20,29 @@ pub const NEWEST_SCHEMA: i64 = 53;
 /// Which HA releases wrote which schema, for messages.
 pub const SUPPORTED: &str = "42 (HA 2024.3) to 53 (HA 2026.2)";
 
-/// One row of the recorder's `states`, with its entity and attributes joined.
+/// One row of the recorder's `states`. The entity and the attribute set are ids, resolved by the
+/// caller from [`RecorderDb::entity_ids`] and [`RecorderDb::shared_attrs`]: HA shares an
+/// attribute set among many rows, so it is read and converted once, not once per row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecorderState {
     /// `state_id`.
     pub state_id: i64,
     /// `metadata_id` (the entity in `states_meta`).
     pub metadata_id: i64,
-    /// The entity id.
-    pub entity_id: String,
     /// The state; HA writes `""` for an entity that was removed.
     pub state: Option<String>,
-    /// `state_attributes.shared_attrs` (JSON, HA's attribute order).
-    pub attributes: Option<String>,
+    /// `attributes_id` (`state_attributes`), if any.
+    pub attributes_id: Option<i64>,
     /// Float epoch seconds.
     pub last_updated_ts: f64,
     /// Float epoch seconds; `None` when equal to `last_updated_ts`.
     pub last_changed_ts: Option<f64>,
-    /// The context bins (16 bytes).
-    pub context_id: Option<Vec<u8>>,
+    /// The context bins (16 bytes; `None` for a missing or malformed one, as HA reads it).
+    pub context_id: Option<[u8; 16]>,
     /// See `context_id`.
-    pub context_user_id: Option<Vec<u8>>,
+    pub context_user_id: Option<[u8; 16]>,
     /// See `context_id`.
-    pub context_parent_id: Option<Vec<u8>>,
+    pub context_parent_id: Option<[u8; 16]>,
 }
 
 /// One row of the recorder's `events`, with its type and data joined.
@@ -85,6 +85,11 @@ impl IdWindow {
             since_s: since_us as f64 / 1e6 - 0.001,
             until_s: until_us as f64 / 1e6 + 0.001,
         }
+    }
+
+    /// No `--since` nor `--until`: every recorder row's time is in the window.
+    pub fn all_times(&self) -> bool {
+        self.since_s <= 0.0 && self.until_s >= i64::MAX as f64 / 1e6
     }
 }
 
@@ -197,25 +202,62 @@ impl RecorderDb {
 
     /// How many states rows `window` holds (for the progress bar).
     pub fn count_states(&self, w: IdWindow) -> Result<u64, RecorderError> {
-        // `+` keeps SQLite on the id range (the primary key) rather than the time index.
-        let n: i64 = self.conn.query_row(
+        // `+` keeps SQLite on the id range (the primary key) rather than the time index. Without
+        // a time window, only the ids: counting them reads no row's columns.
+        let sql = if w.all_times() {
+            "SELECT count(*) FROM states WHERE state_id > ?1 AND state_id <= ?2 AND ?3 < ?4"
+        } else {
             "SELECT count(*) FROM states WHERE state_id > ?1 AND state_id <= ?2 \
-             AND +last_updated_ts >= ?3 AND +last_updated_ts < ?4",
-            params![w.after, w.up_to, w.since_s, w.until_s],
-            |r| r.get(0),
-        )?;
+             AND +last_updated_ts >= ?3 AND +last_updated_ts < ?4"
+        };
+        let n: i64 =
+            self.conn
+                .query_row(sql, params![w.after, w.up_to, w.since_s, w.until_s], |r| {
+                    r.get(0)
+                })?;
         Ok(n as u64)
     }
 
     /// How many events rows `window` holds.
     pub fn count_events(&self, w: IdWindow) -> Result<u64, RecorderError> {
-        let n: i64 = self.conn.query_row(
+        let sql = if w.all_times() {
+            "SELECT count(*) FROM events WHERE event_id > ?1 AND event_id <= ?2 AND ?3 < ?4"
+        } else {
             "SELECT count(*) FROM events WHERE event_id > ?1 AND event_id <= ?2 \
-             AND +time_fired_ts >= ?3 AND +time_fired_ts < ?4",
-            params![w.after, w.up_to, w.since_s, w.until_s],
-            |r| r.get(0),
-        )?;
+             AND +time_fired_ts >= ?3 AND +time_fired_ts < ?4"
+        };
+        let n: i64 =
+            self.conn
+                .query_row(sql, params![w.after, w.up_to, w.since_s, w.until_s], |r| {
+                    r.get(0)
+                })?;
         Ok(n as u64)
+    }
+
+    /// Every entity of `states_meta`: `metadata_id` to entity id. Read again when a row names
+    /// one not known yet (HA added the entity since).
+    pub fn entity_ids(&self) -> Result<std::collections::HashMap<i64, String>, RecorderError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT metadata_id, entity_id FROM states_meta")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// `state_attributes.shared_attrs` of one attribute set (JSON, HA's attribute order);
+    /// `None` when it is gone or NULL.
+    pub fn shared_attrs(&self, attributes_id: i64) -> Result<Option<String>, RecorderError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT shared_attrs FROM state_attributes WHERE attributes_id = ?1")?
+            .query_row([attributes_id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
     }
 
     /// Up to `limit` states of `window`, in `state_id` order, appended to `out`. Returns the
@@ -226,12 +268,11 @@ impl RecorderDb {
         limit: usize,
         out: &mut Vec<RecorderState>,
     ) -> Result<Option<i64>, RecorderError> {
+        // No joins: the entity and the attribute set are ids the caller resolves once each.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT s.state_id, s.metadata_id, m.entity_id, s.state, a.shared_attrs, s.last_updated_ts, \
+            "SELECT s.state_id, s.metadata_id, s.state, s.attributes_id, s.last_updated_ts, \
                     s.last_changed_ts, s.context_id_bin, s.context_user_id_bin, s.context_parent_id_bin \
              FROM states s \
-             JOIN states_meta m ON m.metadata_id = s.metadata_id \
-             LEFT JOIN state_attributes a ON a.attributes_id = s.attributes_id \
              WHERE s.state_id > ?1 AND s.state_id <= ?2 \
                AND +s.last_updated_ts >= ?3 AND +s.last_updated_ts < ?4 \
              ORDER BY s.state_id LIMIT ?5",
@@ -245,17 +286,21 @@ impl RecorderDb {
         ])?;
         let mut last = None;
         while let Some(r) = rows.next()? {
+            let Some(metadata_id) = r.get::<_, Option<i64>>(1)? else {
+                // The join this replaced left such a row out (an unmigrated one is refused at open).
+                last = Some(r.get(0)?);
+                continue;
+            };
             let state = RecorderState {
                 state_id: r.get(0)?,
-                metadata_id: r.get(1)?,
-                entity_id: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                state: r.get(3)?,
-                attributes: r.get(4)?,
-                last_updated_ts: r.get(5)?,
-                last_changed_ts: r.get(6)?,
-                context_id: r.get(7)?,
-                context_user_id: r.get(8)?,
-                context_parent_id: r.get(9)?,
+                metadata_id,
+                state: r.get(2)?,
+                attributes_id: r.get(3)?,
+                last_updated_ts: r.get(4)?,
+                last_changed_ts: r.get(5)?,
+                context_id: bin16(r.get_ref(6)?),
+                context_user_id: bin16(r.get_ref(7)?),
+                context_parent_id: bin16(r.get_ref(8)?),
             };
             last = Some(state.state_id);
             out.push(state);
@@ -306,6 +351,14 @@ impl RecorderDb {
     /// The connection, for readers of other tables (statistics).
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// A 16-byte context bin; anything else (NULL, another length) reads as none, as HA reads it.
+fn bin16(v: rusqlite::types::ValueRef<'_>) -> Option<[u8; 16]> {
+    match v {
+        rusqlite::types::ValueRef::Blob(b) => b.try_into().ok(),
+        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The write side of the store: idempotent batched writes, and eviction under a size bound.
 
-use std::collections::HashMap;
+// foldhash: the caches are looked up several times per row; SipHash was 7 % of an import's time.
+use foldhash::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -77,18 +78,22 @@ pub struct WriteOutcome {
     pub unchanged: u64,
     /// Statistic rows written (new, or corrected by HA); they are not in the counts above.
     pub statistics: u64,
+    /// Where each instance is in `per_instance` (a batch of a thousand instances' rows would
+    /// otherwise compare names row by row: bench row i).
+    per_instance_index: HashMap<Arc<str>, usize>,
 }
 
 impl WriteOutcome {
-    /// Counts a record; `index` finds its instance in `per_instance` (a batch of a thousand
-    /// instances' rows would otherwise compare names row by row: bench row i).
-    fn count(&mut self, index: &mut HashMap<Arc<str>, usize>, instance: &Arc<str>, inserted: bool) {
-        self.inserted_flags.push(inserted);
-        let i = match index.get(instance) {
+    /// Counts record `index` of the batch (`inserted_flags` is sized to the batch up front:
+    /// state rows are inserted in groups, after the records that follow them are counted).
+    fn count(&mut self, instance: &Arc<str>, index: usize, inserted: bool) {
+        self.inserted_flags[index] = inserted;
+        let i = match self.per_instance_index.get(instance) {
             Some(&i) => i,
             None => {
                 self.per_instance.push((instance.clone(), 0, 0));
-                index.insert(instance.clone(), self.per_instance.len() - 1);
+                self.per_instance_index
+                    .insert(instance.clone(), self.per_instance.len() - 1);
                 self.per_instance.len() - 1
             }
         };
@@ -105,11 +110,14 @@ impl WriteOutcome {
 /// The SQLite store. One writer; readers may use the file concurrently (WAL).
 pub struct SqliteStore {
     conn: Connection,
-    entity_ids: HashMap<(Arc<str>, String), i64>,
+    /// Per instance, per entity id: the `entities` row.
+    entity_ids: HashMap<Arc<str>, HashMap<String, i64>>,
     attribute_ids: HashMap<u64, i64>,
     /// The newest stored row per entity, for skipping unchanged re-announcements.
     last: HashMap<i64, LastRow>,
     skip_unchanged: bool,
+    /// See [`SqliteStore::set_group_inserts`].
+    group_inserts: bool,
     statistic_meta_ids: super::statistics::MetaIds,
 }
 
@@ -136,12 +144,16 @@ impl SqliteStore {
     }
 
     fn with(conn: Connection) -> Self {
+        // Room for every statement of a write transaction (rusqlite keeps 16), so that the
+        // group insert, whose preparation costs as much as hundreds of rows, stays prepared.
+        conn.set_prepared_statement_cache_capacity(32);
         SqliteStore {
             conn,
-            entity_ids: HashMap::new(),
-            attribute_ids: HashMap::new(),
-            last: HashMap::new(),
+            entity_ids: HashMap::default(),
+            attribute_ids: HashMap::default(),
+            last: HashMap::default(),
             skip_unchanged: true,
+            group_inserts: false,
             statistic_meta_ids: Default::default(),
         }
     }
@@ -160,6 +172,18 @@ impl SqliteStore {
     pub fn set_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
         self.conn
             .pragma_update(None, "cache_size", -(i64::from(mib) * 1024))?;
+        Ok(())
+    }
+
+    /// For a bulk import (`import-recorder`): insert state rows in groups of
+    /// [`STATES_PER_INSERT`], one statement each, while the groups find their rows stored already
+    /// (default off: the live writer inserts row by row). A statement of many rows keeps a statement journal (the foreign key on `entity` may
+    /// abort it halfway), a copy of each page it changes; it is kept in memory here
+    /// (`temp_store`), where a file would cost a write per page.
+    pub fn set_group_inserts(&mut self, on: bool) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "temp_store", if on { "MEMORY" } else { "DEFAULT" })?;
+        self.group_inserts = on;
         Ok(())
     }
 
@@ -203,28 +227,38 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut outcome = WriteOutcome::default();
-        let mut index = HashMap::new();
+        let mut outcome = WriteOutcome {
+            inserted_flags: vec![false; records.len()],
+            ..Default::default()
+        };
         {
-            let mut insert_state = tx.prepare_cached(
-                "INSERT OR IGNORE INTO states (entity, state, value, attributes, last_changed_us, last_updated_us, \
-                 time_fired_us, context_id, context_user_id, context_parent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
             let mut insert_event = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (instance, event_type, data, time_fired_us, context_id, origin) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for record in records {
+            // Groups pay for themselves on rows stored already (an import of a window the store
+            // holds); on new rows their statement journal (a copy of every page they change)
+            // costs more than they save. So a batch starts grouped and goes row by row once a
+            // group inserted anything.
+            let mut group = if self.group_inserts {
+                STATES_PER_INSERT
+            } else {
+                1
+            };
+            let mut pending = Vec::with_capacity(group);
+            for (index, record) in records.iter().enumerate() {
                 let n = match record {
                     Record::State(row) => {
                         let entity = entity_id(&tx, &mut self.entity_ids, row)?;
                         // Before the attribute set is looked up or inserted: a duplicate must not
                         // leave an unused attribute row behind.
-                        if row.time_fired_us.is_none()
-                            && stored_within_a_microsecond(&tx, entity, row)?
-                        {
-                            outcome.count(&mut index, record.instance(), false);
-                            continue;
+                        if row.time_fired_us.is_none() {
+                            // The lookup must see the rows of this batch before it.
+                            insert_states(&tx, records, &mut pending, &mut outcome)?;
+                            if stored_within_a_microsecond(&tx, entity, row)? {
+                                outcome.count(record.instance(), index, false);
+                                continue;
+                            }
                         }
                         let attributes =
                             attribute_id(&tx, &mut self.attribute_ids, &row.attributes)?;
@@ -244,24 +278,23 @@ impl SqliteStore {
                             })
                         {
                             outcome.unchanged += 1;
-                            outcome.inserted_flags.push(false);
                             continue;
                         }
                         if last.is_none_or(|l| l.last_updated_us < this.last_updated_us) {
                             self.last.insert(entity, this);
                         }
-                        insert_state.execute(params![
+                        pending.push(PendingState {
+                            index,
                             entity,
-                            row.state,
-                            row.value,
                             attributes,
-                            row.last_changed_us,
-                            row.last_updated_us,
-                            row.time_fired_us,
-                            row.context_id,
-                            row.context_user_id,
-                            row.context_parent_id,
-                        ])?
+                            row,
+                        });
+                        if pending.len() == group
+                            && insert_states(&tx, records, &mut pending, &mut outcome)? > 0
+                        {
+                            group = 1;
+                        }
+                        continue;
                     }
                     Record::Event(EventRow {
                         instance,
@@ -286,12 +319,13 @@ impl SqliteStore {
                             super::statistics::write_row(&tx, &mut self.statistic_meta_ids, row)?
                                 != super::statistics::RowWritten::Unchanged;
                         outcome.statistics += u64::from(written);
-                        outcome.inserted_flags.push(written);
+                        outcome.inserted_flags[index] = written;
                         continue;
                     }
                 };
-                outcome.count(&mut index, record.instance(), n == 1);
+                outcome.count(record.instance(), index, n == 1);
             }
+            insert_states(&tx, records, &mut pending, &mut outcome)?;
         }
         tx.commit()?;
         Ok(outcome)
@@ -421,13 +455,124 @@ fn statistics_unsent(tx: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<(Stri
         .collect())
 }
 
+/// State rows per multi-row `INSERT`: one statement for many rows saves SQLite's per-statement
+/// work (opening cursors, the statement's start and end) and the binding calls' overhead, which
+/// cost about as much as the insert itself for a row of this size.
+pub const STATES_PER_INSERT: usize = 50;
+
+/// The columns of a state row, in the order `bind_state` binds them.
+const STATE_COLUMNS: &str = "entity, state, value, attributes, last_changed_us, last_updated_us, \
+     time_fired_us, context_id, context_user_id, context_parent_id";
+const STATE_COLUMN_COUNT: usize = 10;
+
+/// A state row decided on (not a duplicate within a microsecond, not an unchanged
+/// re-announcement), waiting for its `INSERT`.
+struct PendingState<'r> {
+    /// Its place in the batch.
+    index: usize,
+    entity: i64,
+    attributes: i64,
+    row: &'r StateRow,
+}
+
+/// `INSERT OR IGNORE` of one state row, and of a group.
+static INSERT_STATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_states_sql(1));
+static INSERT_STATES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_states_sql(STATES_PER_INSERT));
+
+/// `INSERT OR IGNORE` of `rows` state rows in one statement.
+fn insert_states_sql(rows: usize) -> String {
+    let one = format!(
+        "({})",
+        (0..STATE_COLUMN_COUNT)
+            .map(|_| "?")
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    format!(
+        "INSERT OR IGNORE INTO states ({STATE_COLUMNS}) VALUES {}",
+        vec![one; rows].join(", ")
+    )
+}
+
+/// Binds one state row's values at parameters `first..first + STATE_COLUMN_COUNT`.
+fn bind_state(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: usize,
+    p: &PendingState<'_>,
+) -> rusqlite::Result<()> {
+    let row = p.row;
+    stmt.raw_bind_parameter(first, p.entity)?;
+    stmt.raw_bind_parameter(first + 1, row.state.as_str())?;
+    stmt.raw_bind_parameter(first + 2, row.value)?;
+    stmt.raw_bind_parameter(first + 3, p.attributes)?;
+    stmt.raw_bind_parameter(first + 4, row.last_changed_us)?;
+    stmt.raw_bind_parameter(first + 5, row.last_updated_us)?;
+    stmt.raw_bind_parameter(first + 6, row.time_fired_us)?;
+    stmt.raw_bind_parameter(first + 7, row.context_id.as_deref())?;
+    stmt.raw_bind_parameter(first + 8, row.context_user_id.as_deref())?;
+    stmt.raw_bind_parameter(first + 9, row.context_parent_id.as_deref())?;
+    Ok(())
+}
+
+/// Inserts the pending state rows (a full group in one statement, fewer one by one) and counts
+/// each as inserted or already stored. Returns how many were inserted.
+fn insert_states(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[Record],
+    pending: &mut Vec<PendingState<'_>>,
+    outcome: &mut WriteOutcome,
+) -> Result<usize, StoreError> {
+    let before = outcome.inserted;
+    if pending.len() == STATES_PER_INSERT {
+        let mut stmt = tx.prepare_cached(&INSERT_STATES)?;
+        for (i, p) in pending.iter().enumerate() {
+            bind_state(&mut stmt, 1 + i * STATE_COLUMN_COUNT, p)?;
+        }
+        let changed = stmt.raw_execute()?;
+        if changed == pending.len() || changed == 0 {
+            for p in pending.iter() {
+                outcome.count(records[p.index].instance(), p.index, changed > 0);
+            }
+        } else {
+            // Some were stored already. The statement's new rows took consecutive ids (each is
+            // the largest id + 1) ending at the last insert's; a row is new when the id its key
+            // has now is one of them, and it is the first row of the group with that key.
+            let last = tx.last_insert_rowid();
+            let new_ids = last - changed as i64 + 1..=last;
+            let mut id_of = tx.prepare_cached(
+                "SELECT id FROM states WHERE entity = ?1 AND last_updated_us = ?2",
+            )?;
+            let mut seen = std::collections::HashSet::new();
+            for p in pending.iter() {
+                let id: i64 =
+                    id_of.query_row(params![p.entity, p.row.last_updated_us], |r| r.get(0))?;
+                let new = new_ids.contains(&id) && seen.insert(id);
+                outcome.count(records[p.index].instance(), p.index, new);
+            }
+        }
+    } else if !pending.is_empty() {
+        let mut stmt = tx.prepare_cached(&INSERT_STATE)?;
+        for p in pending.iter() {
+            bind_state(&mut stmt, 1, p)?;
+            let new = stmt.raw_execute()? == 1;
+            outcome.count(records[p.index].instance(), p.index, new);
+        }
+    }
+    pending.clear();
+    Ok((outcome.inserted - before) as usize)
+}
+
 fn entity_id(
     tx: &rusqlite::Transaction<'_>,
-    cache: &mut HashMap<(Arc<str>, String), i64>,
+    cache: &mut HashMap<Arc<str>, HashMap<String, i64>>,
     row: &StateRow,
 ) -> Result<i64, StoreError> {
-    // Lookup by borrowed key would need a custom hasher; the clone only happens on a miss.
-    if let Some(id) = cache.get(&(row.instance.clone(), row.entity_id.clone())) {
+    if let Some(id) = cache
+        .get(&*row.instance)
+        .and_then(|ids| ids.get(row.entity_id.as_str()))
+    {
         return Ok(*id);
     }
     let domain = row.entity_id.split('.').next().unwrap_or_default();
@@ -438,7 +583,10 @@ fn entity_id(
     let id: i64 = tx
         .prepare_cached("SELECT id FROM entities WHERE instance = ?1 AND entity_id = ?2")?
         .query_row(params![&*row.instance, row.entity_id], |r| r.get(0))?;
-    cache.insert((row.instance.clone(), row.entity_id.clone()), id);
+    cache
+        .entry(row.instance.clone())
+        .or_default()
+        .insert(row.entity_id.clone(), id);
     Ok(id)
 }
 
@@ -611,6 +759,88 @@ pub(crate) mod tests {
         assert_eq!(store.last_updated_us("other").unwrap(), None);
     }
 
+    /// Every stored state with its entity and attribute set by value, in id order.
+    fn stored_rows(store: &SqliteStore) -> Vec<String> {
+        let mut stmt = store
+            .connection()
+            .prepare(
+                "SELECT s.id, e.entity_id, s.state, s.value, a.json, s.last_changed_us, s.last_updated_us, \
+                        s.time_fired_us, s.context_id, s.context_user_id, s.context_parent_id \
+                 FROM states s JOIN entities e ON e.id = s.entity LEFT JOIN attributes a ON a.id = s.attributes \
+                 ORDER BY s.id",
+            )
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((0..11)
+                .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn group_inserts_store_and_count_what_row_by_row_inserts_do() {
+        // Rows a store holds already, spread over the batch, so that groups are partly new.
+        let stored_first: Vec<Record> = (0..400)
+            .filter(|i| i % 7 == 0 || (100..160).contains(i))
+            .map(|i| row(&format!("sensor.e{}", i % 13), &i.to_string(), i, "{}"))
+            .collect();
+        let mut batch: Vec<Record> = (0..400)
+            .map(|i| {
+                let attrs = format!(r#"{{"n":{}}}"#, i % 5);
+                row(&format!("sensor.e{}", i % 13), &i.to_string(), i, &attrs)
+            })
+            .collect();
+        // The same key twice within one group: the first is stored, the second is a duplicate.
+        batch.insert(230, batch[220].clone());
+        // Unchanged re-announcements and events among them.
+        batch.insert(301, changed_at("sensor.new", "1", 1, 1, "{}"));
+        batch.insert(302, changed_at("sensor.new", "1", 1, 5, "{}"));
+        batch.insert(303, event(5));
+        let mut results = Vec::new();
+        for grouped in [false, true] {
+            let mut store = SqliteStore::in_memory().unwrap();
+            store.set_group_inserts(grouped).unwrap();
+            store.write_batch(&stored_first).unwrap();
+            let outcome = store.write_batch(&batch).unwrap();
+            let again = store.write_batch(&batch).unwrap();
+            results.push((outcome, again, stored_rows(&store)));
+        }
+        let (row_by_row, grouped) = (&results[0], &results[1]);
+        assert_eq!(grouped.0, row_by_row.0);
+        assert_eq!(grouped.1, row_by_row.1);
+        assert_eq!(grouped.2, row_by_row.2);
+        // The cases above happened: some new, some stored, a duplicate in the batch.
+        let o = &grouped.0;
+        assert_eq!(o.inserted_flags.len(), batch.len());
+        assert_eq!(
+            o.inserted_flags[220..=230]
+                .iter()
+                .chain(&o.inserted_flags[301..=303])
+                .collect::<Vec<_>>(),
+            [
+                true, true, true, true, false, true, true, true, true, true, false, true, false,
+                true
+            ]
+            .iter()
+            .collect::<Vec<_>>(),
+            "rows 220 to 230 (224 stored already, 230 a copy of 220), two of sensor.new \
+             (the second unchanged), an event"
+        );
+        assert_eq!(
+            (o.inserted, o.duplicates, o.unchanged),
+            (
+                400 - stored_first.len() as u64 + 2,
+                stored_first.len() as u64 + 1,
+                1
+            )
+        );
+        assert_eq!(grouped.1.inserted, 0);
+    }
+
     /// `row` with a separate `last_changed`.
     fn changed_at(entity: &str, state: &str, changed: i64, updated: i64, attrs: &str) -> Record {
         let Record::State(mut r) = row(entity, state, updated, attrs) else {
@@ -662,10 +892,11 @@ pub(crate) mod tests {
         // A new process (empty cache) still compares with what is in the file.
         let mut fresh = SqliteStore {
             conn: std::mem::replace(&mut store.conn, Connection::open_in_memory().unwrap()),
-            entity_ids: HashMap::new(),
-            attribute_ids: HashMap::new(),
-            last: HashMap::new(),
+            entity_ids: HashMap::default(),
+            attribute_ids: HashMap::default(),
+            last: HashMap::default(),
             skip_unchanged: true,
+            group_inserts: false,
             statistic_meta_ids: Default::default(),
         };
         let o = fresh
