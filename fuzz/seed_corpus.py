@@ -131,4 +131,37 @@ for p, t in [("sensor.*", "sensor.a"), ("*.kitchen_?", "light.kitchen_1"), ("a*b
              ("light.[!k]*", "light.desk"), ("[a!]", "!"), ("[b-a!c]", "c"), ("[c-b-a]", "-"), ("[!]", "[!]"),
              ("[]a]", "]"), ("[!]a]", "b"), ("*", "sensor.x\ny"), ("[z-a]", "a"), ("sensor.*_rssi", "sensor.ap_rssi")]:
     write("glob", f"{p}\n{t}")
+# statistics: list_statistic_ids / get_statistics_metadata results, statistics_during_period
+# answers (shared/reference/ha-history-beyond-states.md), and list NUL answer pairs.
+meta_energy = {"statistic_id": "probe:energy", "display_unit_of_measurement": "kWh", "has_mean": False, "mean_type": 0,
+               "has_sum": True, "name": "Probe energy", "source": "probe", "statistics_unit_of_measurement": "kWh",
+               "unit_class": "energy"}
+meta_temp_old = {"statistic_id": "sensor.t", "display_unit_of_measurement": "°C", "has_mean": True, "has_sum": False,
+                 "name": None, "source": "recorder", "statistics_unit_of_measurement": "°C", "unit_class": "temperature"}
+meta_power = {"statistic_id": "sensor.probe_imported", "display_unit_of_measurement": "W", "has_mean": True,
+              "mean_type": 1, "has_sum": False, "name": None, "source": "recorder",
+              "statistics_unit_of_measurement": "W", "unit_class": "power"}
+meta_wind = {"statistic_id": "sensor.wind_bearing", "display_unit_of_measurement": "°", "mean_type": 2,
+             "has_sum": False, "name": None, "source": "recorder", "statistics_unit_of_measurement": "°", "unit_class": None}
+energy_rows = [{"start": 1796565600000 + h * 3600000, "end": 1796569200000 + h * 3600000, "mean": None, "max": None,
+                "min": None, "state": 10.0 + h, "sum": float(h), "last_reset": None, "change": 1.0 if h else 0.0}
+               for h in range(3)]
+temp_rows = [{"start": 1796565600000.0 + m * 300000, "end": 1796565900000 + m * 300000, "mean": 20.0 + m / 10,
+              "max": 21.0, "min": 19.0, "state": None, "sum": None, "last_reset": None, "change": None} for m in range(3)]
+answer = {"probe:energy": energy_rows, "sensor.t": temp_rows}
+metas = [meta_energy, meta_temp_old, meta_power, meta_wind]
+write("statistics", dumps(metas))
+write("statistics", dumps([meta_energy]))
+write("statistics", "[]")
+write("statistics", dumps(answer))
+write("statistics", dumps({"probe:energy": energy_rows[:1]}))
+write("statistics", dumps({"sensor.t": [{"start": 1796565600000, "end": 1796569200000, "mean": 20.0, "max": 21.0,
+                                         "min": 19.0, "last_reset": 1796565600000}]}))
+write("statistics", "{}")
+write("statistics", dumps(metas) + "\0" + dumps(answer))
+write("statistics", dumps([meta_energy]) + "\0" + dumps(answer))
+write("statistics", dumps([meta_temp_old, meta_temp_old]) + "\0" + dumps({"sensor.t": temp_rows + temp_rows[:1]}))
+write("statistics", dumps([meta_power]) + "\0" + dumps({"sensor.probe_imported": [
+    {"start": 1796565600000.123, "mean": 100, "min": 90, "max": 110, "last_reset": 1.7965656e12},
+    {"start": -1, "mean": -0.0, "min": 1e-320, "max": 1.7976931348623157e308}]}))
 print("seeds written to", OUT, file=sys.stderr)

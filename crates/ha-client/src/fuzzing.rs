@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ws::{EntitiesUpdate, EntityState, HistoryState};
+use crate::ws::{EntitiesUpdate, EntityState, HistoryState, StatisticMetadata, StatisticsAnswer};
 
 /// One message of a text frame, as the connection task's splitter finds it.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +44,22 @@ pub fn decode_history(json: &str) -> Result<BTreeMap<String, Vec<HistoryState>>,
     let raw: &serde_json::value::RawValue =
         serde_json::from_str(json).map_err(|e| e.to_string())?;
     crate::ws::types::decode_history(raw).map_err(|e| e.to_string())
+}
+
+/// `recorder/statistics_during_period`'s result, decoded as [`crate::ws::WsClient::command`] does.
+pub fn decode_statistics(json: &str) -> Result<StatisticsAnswer, String> {
+    decode_result(json)
+}
+
+/// `recorder/list_statistic_ids`' (and `recorder/get_statistics_metadata`'s) result.
+pub fn decode_statistic_metadata(json: &str) -> Result<Vec<StatisticMetadata>, String> {
+    decode_result(json)
+}
+
+fn decode_result<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let raw: &serde_json::value::RawValue =
+        serde_json::from_str(json).map_err(|e| e.to_string())?;
+    crate::ws::decode_result(raw).map_err(|e| e.to_string())
 }
 
 /// One `subscribe_entities` message applied to the entity map.

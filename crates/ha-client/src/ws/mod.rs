@@ -459,10 +459,7 @@ impl WsClient {
     /// Sends any command and parses the result.
     pub async fn command<T: DeserializeOwned>(&self, command: Value) -> Result<T, Error> {
         let raw = self.command_raw(command).await?;
-        serde_json::from_str(raw.get()).map_err(|e| Error::UnexpectedResponse {
-            path: "websocket".into(),
-            detail: format!("cannot parse the result: {e}"),
-        })
+        decode_result(&raw)
     }
 
     /// `get_states`.
@@ -720,4 +717,12 @@ fn command_type(msg: &Map<String, Value>) -> Result<String, Error> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| Error::Config("a command needs a string `type`".into()))
+}
+
+/// A command's result as `T`: what [`WsClient::command`] returns (`get_states`, statistics, ...).
+pub(crate) fn decode_result<T: DeserializeOwned>(raw: &RawValue) -> Result<T, Error> {
+    serde_json::from_str(raw.get()).map_err(|e| Error::UnexpectedResponse {
+        path: "websocket".into(),
+        detail: format!("cannot parse the result: {e}"),
+    })
 }

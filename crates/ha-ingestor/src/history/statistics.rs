@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use ha_client::ws::{StatisticMetadata, StatisticsPeriod, StatisticsQuery, WsClient};
+use ha_client::ws::{
+    StatisticMetadata, StatisticsAnswer, StatisticsPeriod, StatisticsQuery, WsClient,
+};
 use tokio::sync::mpsc;
 
 use crate::record::{Record, StatisticMeta, StatisticPeriod, StatisticRow};
@@ -33,7 +35,7 @@ pub async fn list(ws: &WsClient) -> Result<Vec<Arc<StatisticMeta>>, String> {
     Ok(listed.iter().map(|m| Arc::new(meta_of(m))).collect())
 }
 
-fn meta_of(m: &StatisticMetadata) -> StatisticMeta {
+pub(crate) fn meta_of(m: &StatisticMetadata) -> StatisticMeta {
     StatisticMeta {
         statistic_id: m.statistic_id.clone(),
         source: m.source.clone(),
@@ -105,29 +107,46 @@ pub async fn read_rows(
                 .await
                 .map_err(|e| format!("recorder/statistics_during_period: {e}"))?;
             on_request();
-            for (id, list) in answer {
-                let Some(meta) = by_id.get(id.as_str()) else {
-                    continue; // HA answered for a statistic not asked for
-                };
-                rows.extend(list.into_iter().map(|r| StatisticRow {
-                    instance: instance.clone(),
-                    meta: (*meta).clone(),
-                    period,
-                    start_us: r.start,
-                    mean: r.mean,
-                    min: r.min,
-                    max: r.max,
-                    state: r.state,
-                    sum: r.sum,
-                    last_reset_us: r.last_reset,
-                }));
-            }
+            answer_rows(instance, &by_id, period, answer, &mut rows);
         }
     }
+    sort_rows(&mut rows);
+    Ok(rows)
+}
+
+/// Adds the rows of one `statistics_during_period` answer for the statistics asked for (`by_id`)
+/// to `rows`.
+pub(crate) fn answer_rows(
+    instance: &Arc<str>,
+    by_id: &HashMap<&str, &Arc<StatisticMeta>>,
+    period: StatisticPeriod,
+    answer: StatisticsAnswer,
+    rows: &mut Vec<StatisticRow>,
+) {
+    for (id, list) in answer {
+        let Some(meta) = by_id.get(id.as_str()) else {
+            continue; // HA answered for a statistic not asked for
+        };
+        rows.extend(list.into_iter().map(|r| StatisticRow {
+            instance: instance.clone(),
+            meta: (*meta).clone(),
+            period,
+            start_us: r.start,
+            mean: r.mean,
+            min: r.min,
+            max: r.max,
+            state: r.state,
+            sum: r.sum,
+            last_reset_us: r.last_reset,
+        }));
+    }
+}
+
+/// Time order across statistics (by statistic within a start).
+pub(crate) fn sort_rows(rows: &mut [StatisticRow]) {
     rows.sort_by(|a, b| {
         (a.start_us, &a.meta.statistic_id).cmp(&(b.start_us, &b.meta.statistic_id))
     });
-    Ok(rows)
 }
 
 /// Why the mirror reads now.
