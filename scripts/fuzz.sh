@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                      # lists the targets
 #   scripts/fuzz.sh TARGET               # 10 million runs or an hour, whichever comes first
 #   scripts/fuzz.sh TARGET -runs=1000    # any libFuzzer flags instead of the defaults
+#   FUZZ_TARGET_DIR=DIR scripts/fuzz.sh TARGET   # builds in DIR instead of fuzz/target
 #
 # New interesting inputs are added to fuzz/corpus/TARGET; minimise before committing them
 # (`cargo fuzz cmin -a TARGET fuzz/corpus/TARGET` in fuzz/). A crash is saved under
@@ -12,7 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export RUSTC_BOOTSTRAP=1
-unset CARGO_TARGET_DIR # the fuzz builds (sanitizer flags) keep to fuzz/target
+unset CARGO_TARGET_DIR # the fuzz builds (sanitizer flags) keep to fuzz/target, or FUZZ_TARGET_DIR
+target_dir=()
+if [[ -n "${FUZZ_TARGET_DIR:-}" ]]; then
+    target_dir=(--target-dir "$FUZZ_TARGET_DIR")
+fi
 
 if ! command -v cargo-fuzz > /dev/null; then
     echo "cargo-fuzz is missing; installing it (cargo install cargo-fuzz --locked)" >&2
@@ -33,4 +38,4 @@ if [[ $# -eq 0 ]]; then
 fi
 mkdir -p "corpus/$target"
 # -a: debug assertions and overflow checks on, as in `cargo test`.
-exec nice -n 10 cargo fuzz run -a "$target" "corpus/$target" -- "$@"
+exec nice -n 10 cargo fuzz run -a "${target_dir[@]}" "$target" "corpus/$target" -- "$@"

@@ -9,6 +9,7 @@
 //! - if serde does not, the fault is inside a piece: an `Other` piece or an event body is not JSON
 //!   on its own (event bodies are not validated by the task; the caller's parse fails). A
 //!   mis-bracketed split (a brace inside a string taken for structure) breaks one of these.
+//!
 //! An entities update leaves every changed entity in the map (unless the same message removed it)
 //! and no removed one.
 #![no_main]
@@ -31,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
     let items: Option<Vec<&RawValue>> = if text.trim_start().starts_with('[') {
         serde_json::from_str(text).ok()
     } else {
-        serde_json::from_str::<&RawValue>(text).ok().map(|r| vec![r])
+        serde_json::from_str::<&RawValue>(text)
+            .ok()
+            .map(|r| vec![r])
     };
     match items {
         Some(items) => {

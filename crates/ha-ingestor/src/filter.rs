@@ -495,6 +495,17 @@ mod tests {
         ));
     }
 
+    /// An unpaired surrogate escape is JSON syntax but no Unicode (HA's encoder never writes one):
+    /// kept as sent when every attribute is kept, refused when a rule must read the keys.
+    #[test]
+    fn unpaired_surrogate_key_passes_only_untouched() {
+        let json = r#"{"a\ud800b":1,"drop":2}"#;
+        let all = AttributeRules::default();
+        assert_eq!(all.for_entity("sensor.x").retain_json(json).unwrap(), json);
+        let rules = rules("exclude = [\"drop\"]").unwrap();
+        assert!(rules.for_entity("sensor.x").retain_json(json).is_err());
+    }
+
     /// `"domains | entities | globs"`, each space-separated.
     fn spec(s: &str) -> FilterSet {
         let mut parts = s
