@@ -243,7 +243,7 @@ impl Instances {
             || config.backfill != self.shared.backfill.is_some();
         self.shared.global_rules = global_rules(config);
         self.shared.backfill = backfill_of(config);
-        self.configured = configured_of(config, rules.clone());
+        self.configured = configured_of(config, rules);
         let mut summary = ReloadSummary::default();
         let wanted: HashMap<&str, &InstanceConfig> = config
             .instances
@@ -268,12 +268,12 @@ impl Instances {
                 Some(r) if r.inst.same_as(inst) && !globals_changed => {}
                 Some(_) => {
                     self.stop(&inst.name);
-                    self.spawn(inst.clone(), rules[&inst.name].clone(), None);
+                    self.spawn(inst.clone(), self.configured[&inst.name].1.clone(), None);
                     summary.restarted.push(inst.name.clone());
                 }
                 None if self.fleet => summary.added.push(inst.name.clone()),
                 None => {
-                    self.spawn(inst.clone(), rules[&inst.name].clone(), None);
+                    self.spawn(inst.clone(), self.configured[&inst.name].1.clone(), None);
                     summary.added.push(inst.name.clone());
                 }
             }

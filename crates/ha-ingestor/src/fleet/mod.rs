@@ -25,12 +25,14 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use ha_client::RetryPolicy;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::health::{FleetHealth, Health};
+use crate::history::now_us;
 use crate::sink::postgres::Connector;
 use session::Session;
 
@@ -126,17 +128,17 @@ fn instance_names(config: &Config) -> Vec<String> {
 
 /// This process, as `ha_fleet_instances.owner` shows it: host and process id.
 fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", crate::tools::hostname(), std::process::id())
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
+/// Joining again after a failure: 1 s doubling to 30 s, with jitter so that processes cut off
+/// together do not retry in step (never given up: attempts are not counted).
+fn rejoin_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(30),
+    }
 }
 
 /// An instance this process owns.
@@ -162,7 +164,8 @@ struct Controller {
 
 impl Controller {
     async fn run(mut self) {
-        let mut backoff = Duration::from_secs(1);
+        let policy = rejoin_policy();
+        let mut failures = 0u32;
         let mut said = None::<String>;
         loop {
             let session = match Session::open(&self.connector, &self.name, &self.owner).await {
@@ -173,13 +176,13 @@ impl Controller {
                         said = Some(e.clone());
                     }
                     self.report(false, Some(e));
-                    tokio::time::sleep(jittered(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(policy.backoff(failures)).await;
                     continue;
                 }
             };
             said = None;
-            backoff = Duration::from_secs(1);
+            failures = 0;
             tracing::info!(fleet = %self.name, owner = %self.owner, "joined the fleet");
             self.report(true, None);
             // Processes started together join within a tick of each other: count them first.
@@ -200,7 +203,7 @@ impl Controller {
                 }
             }
             drop(session);
-            tokio::time::sleep(jittered(backoff)).await;
+            tokio::time::sleep(policy.backoff(1)).await;
         }
     }
 
@@ -358,14 +361,4 @@ impl Controller {
             error,
         });
     }
-}
-
-/// `d` give or take a quarter, so that processes cut off together do not retry in step.
-fn jittered(d: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or_default();
-    let quarter = d / 4;
-    d - quarter + quarter * 2 * (nanos % 1000) / 1000
 }

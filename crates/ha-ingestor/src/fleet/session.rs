@@ -46,40 +46,37 @@ impl Drop for Session {
     }
 }
 
-/// `what` failed: the error text, without the dsn.
-fn failed(what: &str, e: impl std::fmt::Display) -> String {
-    format!("{what}: {e}")
-}
+/// How long connecting may take (the dsn's own connect timeout covers only the socket).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// `f`, as a statement of the session: its error text (never the dsn), or a timeout.
 async fn timed<T>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(STATEMENT_TIMEOUT, f).await {
-        Ok(r) => r.map_err(|e| failed(what, crate::sink::postgres::error_text(&e))),
-        Err(_) => Err(format!("{what}: no answer within {STATEMENT_TIMEOUT:?}")),
+    within(STATEMENT_TIMEOUT, what, f).await
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(|e| format!("{what}: {}", crate::sink::postgres::error_text(&e))),
+        Err(_) => Err(format!("{what}: no answer within {}s", limit.as_secs())),
     }
 }
 
 impl Session {
     /// Connects, creates the fleet's table and joins the fleet.
     pub async fn open(connector: &Connector, fleet: &str, owner: &str) -> Result<Self, String> {
-        let (client, task) =
-            match tokio::time::timeout(Duration::from_secs(15), connector.connect()).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(failed(
-                        &format!("connecting to PostgreSQL at {}", connector.target()),
-                        crate::sink::postgres::error_text(&e),
-                    ));
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "connecting to PostgreSQL at {}: no answer within 15 s",
-                        connector.target()
-                    ));
-                }
-            };
+        let (client, task) = within(
+            CONNECT_TIMEOUT,
+            &format!("connecting to PostgreSQL at {}", connector.target()),
+            connector.connect(),
+        )
+        .await?;
         let session = Session {
             client,
             task,

@@ -12,12 +12,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ha_client::ws::WsClient;
 use tokio::sync::mpsc;
 
-use super::{OVERLAP_US, iso, read_history, slices};
+use super::{OVERLAP_US, iso, now_us, read_history, slices};
 use crate::filter::{AttributeRules, EntityFilter};
 use crate::record::Record;
 use crate::store::gaps::{close_gaps, newest_stored, open_gaps, stored_entities};
@@ -89,13 +89,6 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
 }
 
 impl Backfiller {

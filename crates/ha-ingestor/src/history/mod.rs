@@ -35,6 +35,14 @@ pub(crate) fn slices(since: i64, until: i64) -> Vec<(i64, i64)> {
     out
 }
 
+/// Now, in epoch microseconds.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
 pub(crate) fn iso(us: i64) -> String {
     jiff::Timestamp::from_microsecond(us)
         .map(|t| t.to_string())

@@ -202,33 +202,34 @@ impl RecorderDb {
 
     /// How many states rows `window` holds (for the progress bar).
     pub fn count_states(&self, w: IdWindow) -> Result<u64, RecorderError> {
-        // `+` keeps SQLite on the id range (the primary key) rather than the time index. Without
-        // a time window, only the ids: counting them reads no row's columns.
-        let sql = if w.all_times() {
-            "SELECT count(*) FROM states WHERE state_id > ?1 AND state_id <= ?2 AND ?3 < ?4"
-        } else {
-            "SELECT count(*) FROM states WHERE state_id > ?1 AND state_id <= ?2 \
-             AND +last_updated_ts >= ?3 AND +last_updated_ts < ?4"
-        };
-        let n: i64 =
-            self.conn
-                .query_row(sql, params![w.after, w.up_to, w.since_s, w.until_s], |r| {
-                    r.get(0)
-                })?;
-        Ok(n as u64)
+        self.count_rows("states", "state_id", "last_updated_ts", w)
     }
 
     /// How many events rows `window` holds.
     pub fn count_events(&self, w: IdWindow) -> Result<u64, RecorderError> {
-        let sql = if w.all_times() {
-            "SELECT count(*) FROM events WHERE event_id > ?1 AND event_id <= ?2 AND ?3 < ?4"
+        self.count_rows("events", "event_id", "time_fired_ts", w)
+    }
+
+    /// Rows of `table` in `w` by its `id` range and `time` column (constants, not input).
+    fn count_rows(
+        &self,
+        table: &str,
+        id: &str,
+        time: &str,
+        w: IdWindow,
+    ) -> Result<u64, RecorderError> {
+        // `+` keeps SQLite on the id range (the primary key) rather than the time index. Without
+        // a time window, only the ids: counting them reads no row's columns.
+        let times = if w.all_times() {
+            "?3 < ?4".to_string()
         } else {
-            "SELECT count(*) FROM events WHERE event_id > ?1 AND event_id <= ?2 \
-             AND +time_fired_ts >= ?3 AND +time_fired_ts < ?4"
+            format!("+{time} >= ?3 AND +{time} < ?4")
         };
+        let sql =
+            format!("SELECT count(*) FROM {table} WHERE {id} > ?1 AND {id} <= ?2 AND {times}");
         let n: i64 =
             self.conn
-                .query_row(sql, params![w.after, w.up_to, w.since_s, w.until_s], |r| {
+                .query_row(&sql, params![w.after, w.up_to, w.since_s, w.until_s], |r| {
                     r.get(0)
                 })?;
         Ok(n as u64)

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use rusqlite::OptionalExtension;
+
 use super::Access;
 
 /// Runs `f` on a short-lived connection ([`super::on_db`]): read-only unless `write`. Writes wait
@@ -109,10 +111,8 @@ pub async fn held_back(
                 [&sink],
                 |r| r.get(0),
             )
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                e => Err(e),
-            })?;
+            .optional()?
+            .unwrap_or(0);
         // The rows after the cursor are few (what the sink has yet to send): CROSS JOIN makes
         // SQLite read that range of the primary key first, not every row of the instance.
         let unsent: Option<i64> = conn.query_row(
