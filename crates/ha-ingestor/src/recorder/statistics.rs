@@ -181,13 +181,20 @@ impl RecorderDb {
                 max: r.get(5)?,
                 state: r.get(6)?,
                 sum: r.get(7)?,
-                last_reset_us: r.get::<_, Option<f64>>(8)?.map(micros_from_seconds),
+                last_reset_us: r.get::<_, Option<f64>>(8)?.map(last_reset_micros),
             };
             last = Some(row.id);
             out.push(row);
         }
         Ok(last)
     }
+}
+
+/// A `last_reset_ts` (float seconds) as HA's `statistics_during_period` answers it: whole
+/// milliseconds, truncated (`int(last_reset * 1000)`), in µs. The live mirror reads HA's answer,
+/// so the import must store the same value, or a row both paths wrote would look corrected.
+fn last_reset_micros(seconds: f64) -> i64 {
+    (seconds * 1000.0).trunc() as i64 * 1000
 }
 
 #[cfg(test)]
@@ -231,7 +238,7 @@ mod tests {
             }
             conn.execute_batch(
                 "INSERT INTO statistics (metadata_id, created_ts, start_ts, mean, min, max, last_reset_ts, state, sum)
-                   VALUES (1, 1796601600.5, 1796598000.0, NULL, NULL, NULL, 1796500000.0, 12.5, 3.25),
+                   VALUES (1, 1796601600.5, 1796598000.0, NULL, NULL, NULL, 1796500000.1237, 12.5, 3.25),
                           (2, 1796601600.5, 1796598000.0, 181.5, 10.0, 350.0, NULL, NULL, NULL);
                  INSERT INTO statistics_short_term (metadata_id, created_ts, start_ts, mean, min, max, state, sum)
                    VALUES (2, 1796601600.5, 1796601300.0, 90.0, 80.0, 100.0, NULL, NULL);",
@@ -279,7 +286,8 @@ mod tests {
                     max: None,
                     state: Some(12.5),
                     sum: Some(3.25),
-                    last_reset_us: Some(1_796_500_000_000_000),
+                    // HA answers whole milliseconds (the mirror's value), not 1_796_500_000_123_700.
+                    last_reset_us: Some(1_796_500_000_123_000),
                 }
             );
             assert_eq!(
