@@ -370,6 +370,7 @@ async fn pipeline(spec: Spec, timing: Timing) -> Result<Row, String> {
                     bound: None,
                     on_commit: Some(commit_hook(c.clone())),
                     skip_unchanged: true,
+                    sinks: Vec::new(),
                 },
                 rx,
                 Some(health.clone()),

@@ -454,6 +454,15 @@ impl Config {
         instance_rules(&self.filter, &self.attributes, inst)
     }
 
+    /// The instances whose rows `sink` receives: its `instances`, or every instance of this
+    /// configuration (how many feed a sink decided its schema at start: the HA-compatible
+    /// instance tag, LTSS's one instance, so an instance a reload adds reaches it after a restart).
+    pub fn sink_instances(&self, sink: &crate::sink::SinkConfig) -> Vec<String> {
+        sink.instances
+            .clone()
+            .unwrap_or_else(|| self.instances.iter().map(|i| i.name.clone()).collect())
+    }
+
     /// Where `/metrics` and `/health` listen unless `metrics_addr` says otherwise.
     pub const DEFAULT_METRICS_ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);

@@ -118,13 +118,7 @@ pub async fn run_with_reloads(
             journal: config.db.clone(),
             filter,
             attributes,
-            // A sink that takes every instance takes those of the start: how many feed it decided
-            // its schema (the HA-compatible instance tag, LTSS's one instance), so an instance a
-            // reload adds reaches it only after a restart.
-            instances: sc
-                .instances
-                .clone()
-                .or_else(|| Some(config.instances.iter().map(|i| i.name.clone()).collect())),
+            instances: Some(config.sink_instances(&sc)),
             batch_size: sc.batch_size,
             start: sc.start,
             commits: commits_rx.clone(),

@@ -180,6 +180,7 @@ pub fn import(
     }
     let mut store = SqliteStore::open(&config.db)?;
     store.set_skip_unchanged(config.store.skip_unchanged);
+    store.set_sinks(crate::store::sink_scopes(config));
     store.set_cache_mib(256)?;
     store.set_group_inserts(true)?;
     let progress = RecorderProgress::open(&config.db)?;

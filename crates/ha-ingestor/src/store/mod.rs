@@ -23,6 +23,6 @@ pub mod statistics;
 mod writer;
 
 pub use open::{Access, BUSY_TIMEOUT, check_writable, on_db, open};
-pub use sqlite::{SqliteStore, StoreError, WriteOutcome};
+pub use sqlite::{SinkScope, SqliteStore, StoreError, WriteOutcome};
 pub(crate) use writer::commit as commit_within_bound;
-pub use writer::{CommitHook, WriterConfig, spawn_writer};
+pub use writer::{CommitHook, WriterConfig, sink_scopes, spawn_writer};

@@ -119,6 +119,17 @@ pub struct SqliteStore {
     /// See [`SqliteStore::set_group_inserts`].
     group_inserts: bool,
     statistic_meta_ids: super::statistics::MetaIds,
+    /// See [`SqliteStore::set_sinks`].
+    sinks: Option<Vec<SinkScope>>,
+}
+
+/// A configured sink and the instances whose rows it receives (see [`SqliteStore::set_sinks`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkScope {
+    /// The sink's name, as its cursors are keyed.
+    pub name: String,
+    /// The instances that feed it.
+    pub instances: Vec<String>,
 }
 
 /// What is compared to decide that a row repeats the last one.
@@ -155,7 +166,16 @@ impl SqliteStore {
             skip_unchanged: true,
             group_inserts: false,
             statistic_meta_ids: Default::default(),
+            sinks: None,
         }
+    }
+
+    /// The sinks of the configuration. Statistics evicted before a sink received them are counted
+    /// only for these sinks and only when their instance feeds the sink: the cursor of a sink
+    /// since removed from the configuration, or a row the sink would skip, is no loss. Without
+    /// this (tests), every cursor counts every row.
+    pub fn set_sinks(&mut self, sinks: Vec<SinkScope>) {
+        self.sinks = Some(sinks);
     }
 
     /// Whether to skip rows that repeat the entity's last stored row in state, attributes and
@@ -372,21 +392,30 @@ impl SqliteStore {
         // The oldest rows of each table (states and events by id: their ids follow time closely;
         // statistics by start, since a backfill writes them in any order), then the oldest of those.
         let mut oldest = tx.prepare(
-            "SELECT kind, id FROM (
-                 SELECT 0 AS kind, id, t FROM (SELECT id, last_updated_us AS t FROM states ORDER BY id LIMIT ?1)
+            "SELECT kind, id, instance FROM (
+                 SELECT 0 AS kind, id, t, NULL AS instance FROM (SELECT id, last_updated_us AS t FROM states ORDER BY id LIMIT ?1)
                  UNION ALL
-                 SELECT 1, id, t FROM (SELECT id, time_fired_us AS t FROM events ORDER BY id LIMIT ?1)
+                 SELECT 1, id, t, NULL FROM (SELECT id, time_fired_us AS t FROM events ORDER BY id LIMIT ?1)
                  UNION ALL
-                 SELECT 2, id, t FROM (SELECT id, start_us AS t FROM statistics ORDER BY start_us LIMIT ?1)
+                 SELECT 2, s.id, s.t, m.instance FROM
+                     (SELECT id, meta, start_us AS t FROM statistics ORDER BY start_us LIMIT ?1) s
+                     JOIN statistics_meta m ON m.id = s.meta
              ) ORDER BY t LIMIT ?1",
         )?;
         let (mut states_up_to, mut events_up_to) = (None::<i64>, None::<i64>);
         let mut statistics = Vec::new();
-        for pair in oldest.query_map([limit], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
-            match pair? {
-                (0, id) => states_up_to = Some(states_up_to.map_or(id, |m| m.max(id))),
-                (1, id) => events_up_to = Some(events_up_to.map_or(id, |m| m.max(id))),
-                (_, id) => statistics.push(id),
+        let rows = oldest.query_map([limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            match row? {
+                (0, id, _) => states_up_to = Some(states_up_to.map_or(id, |m| m.max(id))),
+                (1, id, _) => events_up_to = Some(events_up_to.map_or(id, |m| m.max(id))),
+                (_, id, instance) => statistics.push((id, instance.unwrap_or_default())),
             }
         }
         drop(oldest);
@@ -414,10 +443,10 @@ impl SqliteStore {
         if let Some(id) = events_up_to {
             n += tx.execute("DELETE FROM events WHERE id <= ?1", [id])?;
         }
-        let unsent = statistics_unsent(&tx, &statistics)?;
+        let unsent = statistics_unsent(&tx, &statistics, self.sinks.as_deref())?;
         {
             let mut delete = tx.prepare_cached("DELETE FROM statistics WHERE id = ?1")?;
-            for id in &statistics {
+            for (id, _) in &statistics {
                 n += delete.execute([id])?;
             }
         }
@@ -438,20 +467,36 @@ impl SqliteStore {
     }
 }
 
-/// How many of the statistic rows `ids` each sink taking statistics has not passed yet.
-fn statistics_unsent(tx: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<(String, u64)>> {
-    if ids.is_empty() {
+/// How many of the statistic rows `rows` (id, instance) each sink taking statistics has not
+/// passed yet: of `sinks` only (when known), and only rows of the instances that feed it.
+fn statistics_unsent(
+    tx: &Connection,
+    rows: &[(i64, String)],
+    sinks: Option<&[SinkScope]>,
+) -> rusqlite::Result<Vec<(String, u64)>> {
+    if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut cursors =
-        tx.prepare("SELECT sink, last_id FROM sink_cursors WHERE kind = 'statistic'")?;
+    let mut cursors = tx
+        .prepare("SELECT sink, last_id FROM sink_cursors WHERE kind = 'statistic' ORDER BY sink")?;
     let cursors = cursors
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(cursors
         .into_iter()
-        .map(|(sink, last_id)| (sink, ids.iter().filter(|id| **id > last_id).count() as u64))
-        .filter(|(_, n)| *n > 0)
+        .filter_map(|(sink, last_id)| {
+            let feeds: Option<&[String]> = match sinks {
+                None => None,
+                Some(sinks) => Some(&sinks.iter().find(|s| s.name == sink)?.instances),
+            };
+            let n = rows
+                .iter()
+                .filter(|(id, instance)| {
+                    *id > last_id && feeds.is_none_or(|f| f.iter().any(|i| i == instance))
+                })
+                .count() as u64;
+            (n > 0).then_some((sink, n))
+        })
         .collect())
 }
 
@@ -890,15 +935,10 @@ pub(crate) mod tests {
         assert_eq!(o.inserted, 1);
         assert_eq!(stored(&store), vec![10, 15, 30, 40]);
         // A new process (empty cache) still compares with what is in the file.
-        let mut fresh = SqliteStore {
-            conn: std::mem::replace(&mut store.conn, Connection::open_in_memory().unwrap()),
-            entity_ids: HashMap::default(),
-            attribute_ids: HashMap::default(),
-            last: HashMap::default(),
-            skip_unchanged: true,
-            group_inserts: false,
-            statistic_meta_ids: Default::default(),
-        };
+        let mut fresh = SqliteStore::with(std::mem::replace(
+            &mut store.conn,
+            Connection::open_in_memory().unwrap(),
+        ));
         let o = fresh
             .write_batch(&[changed_at("sensor.a", "1", 40, 50, r#"{"u":"kW"}"#)])
             .unwrap();
@@ -996,9 +1036,9 @@ pub(crate) mod tests {
                 "INSERT INTO sink_cursors (sink, kind, last_id) VALUES ('a', 'statistic', 10), ('b', 'statistic', 0)",
             )
             .unwrap();
-        let oldest_ids: Vec<i64> = (16..=20).collect(); // hours 4..0
+        let oldest: Vec<(i64, String)> = (16..=20).map(|id| (id, "home".into())).collect(); // hours 4..0
         assert_eq!(
-            statistics_unsent(store.connection(), &oldest_ids).unwrap(),
+            statistics_unsent(store.connection(), &oldest, None).unwrap(),
             vec![("a".to_string(), 5), ("b".to_string(), 5)]
         );
         assert_eq!(store.evict_oldest(5).unwrap(), 5);
@@ -1022,6 +1062,55 @@ pub(crate) mod tests {
             .query_row("SELECT count(*) FROM states", [], |r| r.get(0))
             .unwrap();
         assert_eq!(states_left, 20, "the newer states stayed");
+    }
+
+    /// The cursor of a sink no longer configured, and rows of an instance a sink does not take,
+    /// are no loss: counting them logged errors and raised the metric for rows nobody would send.
+    #[test]
+    fn evicted_statistics_count_only_for_configured_sinks_that_take_their_instance() {
+        use crate::store::statistics::tests::{energy, hour};
+        let mut store = SqliteStore::in_memory().unwrap();
+        let m = energy();
+        let stats: Vec<Record> = (0..10)
+            .map(|h| Record::Statistic(hour(&m, h, h as f64)))
+            .collect();
+        store.write_batch(&stats).unwrap();
+        store
+            .connection()
+            .execute_batch(
+                "INSERT INTO sink_cursors (sink, kind, last_id) VALUES \
+                 ('home_sink', 'statistic', 2), ('cabin_sink', 'statistic', 0), ('removed', 'statistic', 0)",
+            )
+            .unwrap();
+        let scope = |name: &str, instances: &[&str]| SinkScope {
+            name: name.into(),
+            instances: instances.iter().map(|i| i.to_string()).collect(),
+        };
+        store.set_sinks(vec![
+            scope("home_sink", &["home", "cabin"]),
+            scope("cabin_sink", &["cabin"]),
+        ]);
+        let unsent = |store: &SqliteStore| {
+            statistics_unsent(
+                store.connection(),
+                &(1..=5)
+                    .map(|id| (id, "home".to_string()))
+                    .collect::<Vec<_>>(),
+                store.sinks.as_deref(),
+            )
+            .unwrap()
+        };
+        assert_eq!(unsent(&store), vec![("home_sink".to_string(), 3)]);
+        // The same rows without knowing the sinks: every cursor counts (what eviction did before).
+        store.sinks = None;
+        assert_eq!(
+            unsent(&store),
+            vec![
+                ("cabin_sink".to_string(), 5),
+                ("home_sink".to_string(), 3),
+                ("removed".to_string(), 5)
+            ]
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct WriterConfig {
     pub on_commit: Option<CommitHook>,
     /// Skip rows that repeat the entity's last row (see [`SqliteStore::set_skip_unchanged`]).
     pub skip_unchanged: bool,
+    /// The configured sinks (see [`SqliteStore::set_sinks`]).
+    pub sinks: Vec<super::SinkScope>,
 }
 
 impl WriterConfig {
@@ -44,8 +46,21 @@ impl WriterConfig {
             bound: store.max_db_bytes.map(|max| (max, store.on_full)),
             on_commit,
             skip_unchanged: store.skip_unchanged,
+            sinks: sink_scopes(config),
         }
     }
+}
+
+/// Each configured sink with the instances that feed it.
+pub fn sink_scopes(config: &crate::config::Config) -> Vec<super::SinkScope> {
+    config
+        .sinks
+        .iter()
+        .map(|sc| super::SinkScope {
+            name: sc.name.clone(),
+            instances: config.sink_instances(sc),
+        })
+        .collect()
 }
 
 /// See [`WriterConfig::on_commit`].
@@ -60,6 +75,7 @@ pub fn spawn_writer(
 ) -> Result<JoinHandle<Result<(), StoreError>>, StoreError> {
     let mut store = SqliteStore::open(&config.path)?;
     store.set_skip_unchanged(config.skip_unchanged);
+    store.set_sinks(config.sinks.clone());
     let mut store = Some(store);
     Ok(tokio::spawn(async move {
         let mut batch: Vec<Record> = Vec::with_capacity(config.batch_size);
@@ -422,6 +438,7 @@ mod tests {
                 bound: None,
                 on_commit: None,
                 skip_unchanged: true,
+                sinks: Vec::new(),
             },
             rx,
             Some(health.clone()),
