@@ -408,6 +408,7 @@ async fn pipeline(spec: Spec, timing: Timing) -> Result<Row, String> {
             backfill: None,
             generation: 0,
             fleet_start: None,
+            live: None,
         };
         sources.push(tokio::spawn(run_source(inst, ctx, stop_rx.clone())));
     }

@@ -4,13 +4,20 @@
 //! Every task ends with its instance's name and the generation it was started as: a task that a
 //! reload replaced (or removed) ends with a generation that is no longer current, and its result
 //! is ignored.
+//!
+//! A changed instance restarts in one of two ways. With `backfill` on, the old connection stops
+//! first and the new one reads the gap of the restart back from HA's history, under the new rules
+//! throughout. With `backfill` off nothing would read that gap, so the old connection runs on until
+//! the new subscription has been live for [`HANDOVER_OVERLAP`] (make before break): what HA sent
+//! the old one before is stored, and a change in the overlap reaches both and is stored once (the
+//! store's unique key), under the rules of whichever delivered it first.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigError, InstanceConfig};
@@ -25,6 +32,13 @@ type Rules = (Arc<EntityFilter>, Arc<AttributeRules>);
 
 /// How a source task ended: its instance, its generation, its result.
 pub type Ended = (String, u64, Result<(), SourceError>);
+
+/// How long a replaced connection may wait for its successor to be live (`backfill` off).
+const HANDOVER_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long a replaced connection runs on once its successor is live: what HA sent it before the
+/// new subscription may still be on its way (socket, client, source) and must reach the store.
+const HANDOVER_OVERLAP: Duration = Duration::from_secs(2);
 
 struct Running {
     inst: InstanceConfig,
@@ -116,7 +130,7 @@ impl Instances {
         if !me.fleet {
             for inst in &config.instances {
                 let rules = me.configured[&inst.name].1.clone();
-                me.spawn(inst.clone(), rules, None);
+                me.spawn(inst.clone(), rules, None, None);
             }
         }
         Ok(me)
@@ -128,7 +142,7 @@ impl Instances {
             return;
         }
         if let Some((inst, rules)) = self.configured.get(name).cloned() {
-            self.spawn(inst, rules, since_us);
+            self.spawn(inst, rules, since_us, None);
         }
     }
 
@@ -141,13 +155,38 @@ impl Instances {
         }
     }
 
-    fn spawn(&mut self, inst: InstanceConfig, rules: Rules, fleet_start: Option<i64>) {
+    /// Starts a source task for `inst`. `replaces`: the stop of the connection it replaces, sent
+    /// [`HANDOVER_OVERLAP`] after the new subscription is live, or when the new task ended, or
+    /// after [`HANDOVER_LIMIT`].
+    fn spawn(
+        &mut self,
+        inst: InstanceConfig,
+        rules: Rules,
+        fleet_start: Option<i64>,
+        replaces: Option<watch::Sender<bool>>,
+    ) {
         let Some(tx) = self.shared.tx.clone() else {
+            if let Some(old) = replaces {
+                let _ = old.send(true);
+            }
             return;
         };
         self.generation += 1;
         let generation = self.generation;
         let (stop, stop_rx) = watch::channel(false);
+        let live = replaces.map(|old| {
+            let (live, live_rx) = oneshot::channel();
+            let name = inst.name.clone();
+            // Generation 0 is never current: run.rs ignores how this task ends.
+            self.tasks.spawn(async move {
+                if let Ok(Ok(())) = tokio::time::timeout(HANDOVER_LIMIT, live_rx).await {
+                    tokio::time::sleep(HANDOVER_OVERLAP).await;
+                }
+                let _ = old.send(true);
+                (name, 0, Ok(()))
+            });
+            live
+        });
         let ctx = SourceContext {
             filter: rules.0.clone(),
             attributes: rules.1.clone(),
@@ -157,6 +196,7 @@ impl Instances {
             backfill: self.shared.backfill.clone(),
             generation,
             fleet_start,
+            live,
         };
         self.shared.health.register(&inst.name, generation);
         let name = inst.name.clone();
@@ -228,6 +268,7 @@ impl Instances {
                 backfill,
                 generation,
                 fleet_start: None,
+                live: None,
             };
             (name, generation, run_source(inst, ctx, stop).await)
         });
@@ -267,13 +308,21 @@ impl Instances {
             match self.running.get(&inst.name) {
                 Some(r) if r.inst.same_as(inst) && !globals_changed => {}
                 Some(_) => {
-                    self.stop(&inst.name);
-                    self.spawn(inst.clone(), self.configured[&inst.name].1.clone(), None);
+                    let replaces = match self.shared.backfill {
+                        Some(_) => {
+                            self.stop(&inst.name);
+                            None
+                        }
+                        None => self.running.remove(&inst.name).map(|old| old.stop),
+                    };
+                    let rules = self.configured[&inst.name].1.clone();
+                    self.spawn(inst.clone(), rules, None, replaces);
                     summary.restarted.push(inst.name.clone());
                 }
                 None if self.fleet => summary.added.push(inst.name.clone()),
                 None => {
-                    self.spawn(inst.clone(), self.configured[&inst.name].1.clone(), None);
+                    let rules = self.configured[&inst.name].1.clone();
+                    self.spawn(inst.clone(), rules, None, None);
                     summary.added.push(inst.name.clone());
                 }
             }

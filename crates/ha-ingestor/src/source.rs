@@ -62,13 +62,16 @@ pub struct SourceContext {
     /// `[fleet]`: this process took the instance over; the gap to fill starts here (what
     /// PostgreSQL holds, see [`crate::fleet`]), already on record in the store's gaps.
     pub fleet_start: Option<i64>,
+    /// Told once the subscription is live (dropped unsent if the source ends first): a reload
+    /// keeps the connection this one replaces until then (see [`crate::instances`]).
+    pub live: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Runs one instance until `stop` turns true. Reconnects are handled by the client; only final
 /// failures end it early.
 pub async fn run_source(
     inst: InstanceConfig,
-    ctx: SourceContext,
+    mut ctx: SourceContext,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let name: Arc<str> = Arc::from(inst.name.as_str());
@@ -152,6 +155,9 @@ pub async fn run_source(
     // Connected means receiving: only now is every new change on its way to the store.
     ctx.health
         .set_connected_as(&name, ctx.generation, true, ws.ha_version());
+    if let Some(live) = ctx.live.take() {
+        let _ = live.send(());
+    }
     // Subscribed first, so nothing new is missed; then the gap since the last stored row is read.
     let (gap_tx, gap_rx) = mpsc::channel::<crate::history::gap_fill::Gap>(16);
     // A set, so that it is aborted on every way out, early returns included: the worker holds a

@@ -388,8 +388,19 @@ fn sighup(ingestor: &process::Ingestor) {
 
 /// A config of the named instances, each `(name, sim, extra TOML for its table)`.
 fn reload_config(path: &Path, dir: &Path, metrics: u16, instances: &[(&str, &Sim, &str)]) {
+    reload_config_with(path, dir, metrics, "", instances);
+}
+
+/// [`reload_config`] with top-level keys `global`.
+fn reload_config_with(
+    path: &Path,
+    dir: &Path,
+    metrics: u16,
+    global: &str,
+    instances: &[(&str, &Sim, &str)],
+) {
     let mut text = format!(
-        "db = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n[store]\nflush_interval_ms = 50\n",
+        "db = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n{global}\n[store]\nflush_interval_ms = 50\n",
         dir.join("reload.db").display()
     );
     for (name, sim, extra) in instances {
@@ -548,6 +559,95 @@ async fn sighup_adds_removes_and_restarts_instances_without_losing_changes() {
     assert_eq!(noise, vec![], "the new filter excludes the noise");
     assert_eq!(b.stats().ws_connections_accepted, b_connections);
     assert!(ingestor.child.try_wait().unwrap().is_none());
+    let _ = ingestor.child.kill();
+    let _ = ingestor.child.wait();
+}
+
+/// With `backfill = false` nothing reads a restart's gap back from HA's history: a changed
+/// instance keeps its old connection until the new subscription is live, and no change made
+/// meanwhile is lost (stopping the old one first lost those of the moment in between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_backfill_a_restart_keeps_the_old_connection_until_the_new_one_is_live() {
+    let b = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = dir.path().join("reload.toml");
+    let db = dir.path().join("reload.db");
+    let global = "backfill = false";
+    reload_config_with(&config, dir.path(), metrics, global, &[("b", &b, "")]);
+    let log = dir.path().join("reload.log");
+    let mut ingestor = spawn_ingestor(&config, &log);
+    let connected = async || {
+        let Ok(r) = reqwest_client()
+            .get(format!("http://127.0.0.1:{metrics}/health"))
+            .send()
+            .await
+        else {
+            return false; // not listening yet
+        };
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        body["instances"]["b"]["connected"] == true
+    };
+    until("b connected", &log, WAIT, async || connected().await).await;
+    let before = b.stats().ws_connections_accepted;
+    let since_us = jiff::Timestamp::now().as_microsecond();
+    // Four changes a millisecond, from before the reload until 20 ms after the new connection is
+    // live: the moment between stopping one connection and the next one's subscription (a few
+    // milliseconds here) holds several.
+    let mut after_live = None;
+    let started = std::time::Instant::now();
+    for i in 0.. {
+        for j in 0..4 {
+            b.set_state("sensor.fleet_b", &format!("{i}.{j}"), json!({}));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if i == 20 {
+            let changed = "[instance.attributes]\nexclude = [\"icon\"]";
+            reload_config_with(&config, dir.path(), metrics, global, &[("b", &b, changed)]);
+            sighup(&ingestor);
+        }
+        if i > 20
+            && after_live.is_none()
+            && b.stats().ws_connections_accepted == before + 1
+            && connected().await
+        {
+            after_live = Some(i);
+        }
+        if after_live.is_some_and(|live| i >= live + 20) {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the new connection was not live in time"
+        );
+    }
+    b.set_state("sensor.fleet_b", "last", json!({}));
+    until("b's last change", &log, WAIT, async || {
+        stored(&db, "b").iter().any(|r| r.2 == "last")
+    })
+    .await;
+    let want = recorded(
+        &b.url(),
+        &b.config().admin_token,
+        &["sensor.fleet_b"],
+        since_us,
+    )
+    .await;
+    let got: Vec<_> = stored(&db, "b")
+        .into_iter()
+        .filter(|r| r.1 >= since_us)
+        .collect();
+    assert_eq!(got.len(), want.len(), "every change, once");
+    assert_eq!(got, want);
+    until("the old connection closed", &log, WAIT, async || {
+        b.stats().ws_connections_open == 1
+    })
+    .await;
+    assert_eq!(
+        b.stats().ws_connections_accepted,
+        before + 2,
+        "the new one, and the history read"
+    );
     let _ = ingestor.child.kill();
     let _ = ingestor.child.wait();
 }
