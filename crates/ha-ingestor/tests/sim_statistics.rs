@@ -360,18 +360,26 @@ async fn backfill_statistics_imports_every_row_ha_holds_and_a_second_run_resumes
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let ws = admin(&sim).await;
-    // Rows far apart: a year back, 40 days back, an hour back (several 30-day slices).
+    // Rows far apart: a year back, 40 days back, an hour back (several 30-day slices); two
+    // statistics, read one per request (`--chunk 1`: a slice is read and sent request by request).
     import(
         &ws,
         energy_meta(),
         energy_rows(&[(24 * 365, 0.0), (24 * 40, 10.0), (1, 20.0)]),
     )
     .await;
+    import(
+        &ws,
+        power_meta(),
+        json!([{"start": iso(hours_ago(24 * 40)), "mean": 100, "min": 90, "max": 110},
+               {"start": iso(hours_ago(1)), "mean": 120.5, "min": 80, "max": 130}]),
+    )
+    .await;
     let now = jiff::Timestamp::now().as_microsecond();
     let options = |fresh| ha_ingestor::history::import::ImportOptions {
         since_us: ha_ingestor::history::import::parse_since("2y", now).unwrap(),
         until_us: None,
-        chunk: 100,
+        chunk: 1,
         fresh,
         progress_bar: Some(false),
     };
@@ -381,14 +389,18 @@ async fn backfill_statistics_imports_every_row_ha_holds_and_a_second_run_resumes
     )
     .await
     .unwrap();
-    assert_eq!((summary.rows_read, summary.slices_skipped), (3, 0));
+    assert_eq!((summary.rows_read, summary.slices_skipped), (5, 0));
     let rows = wait_equal(&sim, &db).await;
     assert_eq!(
-        rows.iter().map(|r| (r.2, r.7)).collect::<Vec<_>>(),
+        rows.iter()
+            .map(|r| (r.0.as_str(), r.2, r.7))
+            .collect::<Vec<_>>(),
         vec![
-            (hours_ago(24 * 365), Some(0.0)),
-            (hours_ago(24 * 40), Some(10.0)),
-            (hours_ago(1), Some(20.0)),
+            ("probe:energy", hours_ago(24 * 365), Some(0.0)),
+            ("probe:energy", hours_ago(24 * 40), Some(10.0)),
+            ("probe:energy", hours_ago(1), Some(20.0)),
+            ("sensor.probe_power", hours_ago(24 * 40), None),
+            ("sensor.probe_power", hours_ago(1), None),
         ]
     );
     let before = ids(&db);

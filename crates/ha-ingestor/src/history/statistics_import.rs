@@ -129,11 +129,16 @@ pub async fn import_statistics(
         }
         for (i, (start, end)) in todo.iter().copied().enumerate() {
             let mut rows_in_slice = 0u64;
-            for period in StatisticPeriod::ALL {
+            // One request's rows in memory at a time, not the slice's: 30 days of 1000
+            // statistics are millions of rows.
+            for (period, group) in StatisticPeriod::ALL
+                .into_iter()
+                .flat_map(|p| metas.chunks(options.chunk.max(1)).map(move |g| (p, g)))
+            {
                 let rows = read_rows(
                     &ws,
                     &name,
-                    &metas,
+                    group,
                     period,
                     |_| start,
                     Some(end),
