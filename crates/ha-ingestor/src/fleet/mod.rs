@@ -218,18 +218,23 @@ impl Controller {
         let mut marks = Vec::with_capacity(self.owned.len());
         // While the store cannot commit (a full disk, a lock held elsewhere), received rows wait
         // in memory, counted nowhere: the watermarks stay where they were.
-        let store_ok = self.health.store_ok();
-        for (name, owned) in self.owned.iter_mut().filter(|_| store_ok) {
-            let held = crate::store::gaps::held_back(&self.db, name, &self.sink).await;
-            let (gap, unsent) = match held {
-                Ok(h) => h,
-                Err(e) => {
-                    // Not published: the last watermark stays, which is only older.
-                    tracing::warn!(instance = %name, error = %e, "cannot read the store for the fleet's watermark");
-                    continue;
-                }
-            };
-            let mark = [Some(now_us() - IN_FLIGHT_US), gap, unsent]
+        let held = if self.health.store_ok() && !self.owned.is_empty() {
+            crate::store::gaps::held_back(&self.db, &self.sink)
+                .await
+                .inspect_err(|e| {
+                    // Not published: the last watermarks stay, which are only older.
+                    tracing::warn!(error = %e, "cannot read the store for the fleet's watermarks");
+                })
+                .ok()
+        } else {
+            None
+        };
+        for (name, owned) in self.owned.iter_mut().filter(|_| held.is_some()) {
+            let h = held
+                .as_ref()
+                .and_then(|h| h.get(name).copied())
+                .unwrap_or_default();
+            let mark = [Some(now_us() - IN_FLIGHT_US), h.gap, h.unsent]
                 .into_iter()
                 .flatten()
                 .min()

@@ -1,6 +1,7 @@
 //! What the gap backfill keeps in the database: the gaps not yet read back from HA's history,
 //! and what it reads to find where a gap starts (the newest stored row, the entities seen).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::OptionalExtension;
@@ -90,21 +91,28 @@ pub async fn stored_entities(db: &Path, instance: &str) -> Result<Vec<String>, S
     .await
 }
 
-/// What keeps a fleet's watermark of `instance` back (see [`crate::fleet`]): the oldest open gap,
-/// and the oldest `last_updated` of the instance's rows that `sink` has not acknowledged (all of
-/// them before the sink's first run), both in microseconds.
-pub async fn held_back(
-    db: &Path,
-    instance: &str,
-    sink: &str,
-) -> Result<(Option<i64>, Option<i64>), String> {
-    let (instance, sink) = (instance.to_string(), sink.to_string());
+/// What keeps a fleet's watermark of an instance back (see [`crate::fleet`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The oldest open gap's start, in microseconds.
+    pub gap: Option<i64>,
+    /// The oldest `last_updated` of the instance's rows that the sink has not acknowledged (all
+    /// of them before the sink's first run), in microseconds.
+    pub unsent: Option<i64>,
+}
+
+/// [`HeldBack`] of every instance with an open gap or an unsent row, for `sink`: one short-lived
+/// connection and three queries however many instances the fleet gave this process.
+pub async fn held_back(db: &Path, sink: &str) -> Result<HashMap<String, HeldBack>, String> {
+    let sink = sink.to_string();
     on_db(db, false, move |conn| {
-        let gap: Option<i64> = conn.query_row(
-            "SELECT min(since_us) FROM gaps WHERE instance = ?1",
-            [&instance],
-            |r| r.get(0),
-        )?;
+        let mut held: HashMap<String, HeldBack> = HashMap::new();
+        let mut gaps =
+            conn.prepare("SELECT instance, min(since_us) FROM gaps GROUP BY instance")?;
+        for row in gaps.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+            let (instance, since) = row?;
+            held.entry(instance).or_default().gap = since;
+        }
         let cursor: i64 = conn
             .query_row(
                 "SELECT last_id FROM sink_cursors WHERE sink = ?1 AND kind = 'state'",
@@ -114,14 +122,82 @@ pub async fn held_back(
             .optional()?
             .unwrap_or(0);
         // The rows after the cursor are few (what the sink has yet to send): CROSS JOIN makes
-        // SQLite read that range of the primary key first, not every row of the instance.
-        let unsent: Option<i64> = conn.query_row(
-            "SELECT min(s.last_updated_us) FROM states s CROSS JOIN entities e ON e.id = s.entity \
-             WHERE s.id > ?2 AND e.instance = ?1",
-            rusqlite::params![instance, cursor],
-            |r| r.get(0),
+        // SQLite read that range of the primary key first, not every row of the store.
+        let mut unsent = conn.prepare(
+            "SELECT e.instance, min(s.last_updated_us) FROM states s \
+             CROSS JOIN entities e ON e.id = s.entity WHERE s.id > ?1 GROUP BY e.instance",
         )?;
-        Ok((gap, unsent))
+        for row in unsent.query_map([cursor], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+            let (instance, oldest) = row?;
+            held.entry(instance).or_default().unsent = oldest;
+        }
+        Ok(held)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Record, StateRow};
+    use crate::store::SqliteStore;
+    use std::sync::Arc;
+
+    fn row(instance: &str, entity: &str, us: i64) -> Record {
+        Record::State(StateRow {
+            instance: Arc::from(instance),
+            entity_id: entity.into(),
+            state: "1".into(),
+            value: Some(1.0),
+            attributes: "{}".into(),
+            last_changed_us: us,
+            last_updated_us: us,
+            time_fired_us: Some(us),
+            context_id: None,
+            context_user_id: None,
+            context_parent_id: None,
+        })
+    }
+
+    /// Per instance: its oldest open gap, and its oldest row after the sink's cursor; an instance
+    /// with neither is absent (nothing holds it back).
+    #[tokio::test]
+    async fn held_back_answers_for_every_instance_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("h.db");
+        let mut store = SqliteStore::open(&db).unwrap();
+        // ids 1..=3: home 100, cabin 200, home 300; then flat 400 (id 4).
+        for r in [
+            row("home", "sensor.a", 100),
+            row("cabin", "sensor.a", 200),
+            row("home", "sensor.b", 300),
+            row("flat", "sensor.a", 400),
+        ] {
+            store.write_batch(&[r]).unwrap();
+        }
+        store
+            .connection()
+            .execute_batch(
+                "INSERT INTO sink_cursors (sink, kind, last_id) VALUES ('pg', 'state', 2)",
+            )
+            .unwrap();
+        open_gap(&db, "cabin", 50).await.unwrap();
+        open_gap(&db, "cabin", 20).await.unwrap();
+        open_gap(&db, "idle", 70).await.unwrap();
+        let held = held_back(&db, "pg").await.unwrap();
+        let at = |gap, unsent| HeldBack { gap, unsent };
+        assert_eq!(held.len(), 4, "{held:?}");
+        assert_eq!(
+            held["home"],
+            at(None, Some(300)),
+            "row 1 was sent, row 3 not"
+        );
+        assert_eq!(held["cabin"], at(Some(20), None));
+        assert_eq!(held["flat"], at(None, Some(400)));
+        assert_eq!(held["idle"], at(Some(70), None));
+        // A sink that never ran: every row is unsent.
+        let fresh = held_back(&db, "new").await.unwrap();
+        assert_eq!(fresh["home"], at(None, Some(100)));
+        assert_eq!(fresh["cabin"], at(Some(20), Some(200)));
+    }
 }
