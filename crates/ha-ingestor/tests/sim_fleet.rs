@@ -24,6 +24,23 @@ async fn health(port: u16) -> (u16, serde_json::Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// `/health`'s body, or `Null` while nothing listens yet.
+async fn health_body(port: u16) -> serde_json::Value {
+    match reqwest_client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// Whether `/health` says `instance` is connected (false while nothing listens yet).
+async fn connected(metrics: u16, instance: &str) -> bool {
+    health_body(metrics).await["instances"][instance]["connected"] == true
+}
+
 /// (entity_id, last_updated in µs, state) of `instance`'s stored `sensor.fleet_*` rows, sorted.
 fn stored(db: &Path, instance: &str) -> Vec<(String, i64, String)> {
     let Ok(conn) =
@@ -97,14 +114,7 @@ async fn a_refused_token_stops_its_instance_only_until_its_file_changes() {
         &log,
         WAIT,
         async || {
-            let Ok(r) = reqwest_client()
-                .get(format!("http://127.0.0.1:{metrics}/health"))
-                .send()
-                .await
-            else {
-                return false;
-            };
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let body = health_body(metrics).await;
             body["instances"]["bad"]["failed"]["error"].is_string()
                 && body["instances"]["good"]["connected"] == true
         },
@@ -432,17 +442,7 @@ async fn sighup_adds_removes_and_restarts_instances_without_losing_changes() {
     reload_config(&config, dir.path(), metrics, &[("a", &a, "")]);
     let log = dir.path().join("reload.log");
     let mut ingestor = spawn_ingestor(&config, &log);
-    let connected = async |name: &str| {
-        let Ok(r) = reqwest_client()
-            .get(format!("http://127.0.0.1:{metrics}/health"))
-            .send()
-            .await
-        else {
-            return false;
-        };
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        body["instances"][name]["connected"] == true
-    };
+    let connected = async |name: &str| connected(metrics, name).await;
     until("a connected", &log, WAIT, async || connected("a").await).await;
 
     // Add b; a is unchanged and keeps its one connection. (Reading HA's history below opens
@@ -577,17 +577,7 @@ async fn without_backfill_a_restart_keeps_the_old_connection_until_the_new_one_i
     reload_config_with(&config, dir.path(), metrics, global, &[("b", &b, "")]);
     let log = dir.path().join("reload.log");
     let mut ingestor = spawn_ingestor(&config, &log);
-    let connected = async || {
-        let Ok(r) = reqwest_client()
-            .get(format!("http://127.0.0.1:{metrics}/health"))
-            .send()
-            .await
-        else {
-            return false; // not listening yet
-        };
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        body["instances"]["b"]["connected"] == true
-    };
+    let connected = async || connected(metrics, "b").await;
     until("b connected", &log, WAIT, async || connected().await).await;
     let before = b.stats().ws_connections_accepted;
     let since_us = jiff::Timestamp::now().as_microsecond();

@@ -139,24 +139,18 @@ pub async fn held_back(db: &Path, sink: &str) -> Result<HashMap<String, HeldBack
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Record, StateRow};
+    use crate::record::Record;
     use crate::store::SqliteStore;
     use std::sync::Arc;
 
     fn row(instance: &str, entity: &str, us: i64) -> Record {
-        Record::State(StateRow {
-            instance: Arc::from(instance),
-            entity_id: entity.into(),
-            state: "1".into(),
-            value: Some(1.0),
-            attributes: "{}".into(),
-            last_changed_us: us,
-            last_updated_us: us,
-            time_fired_us: Some(us),
-            context_id: None,
-            context_user_id: None,
-            context_parent_id: None,
-        })
+        match crate::store::sqlite::tests::row(entity, "1", us, "{}") {
+            Record::State(mut r) => {
+                r.instance = Arc::from(instance);
+                Record::State(r)
+            }
+            other => other,
+        }
     }
 
     /// Per instance: its oldest open gap, and its oldest row after the sink's cursor; an instance
