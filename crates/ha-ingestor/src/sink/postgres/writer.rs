@@ -156,10 +156,7 @@ impl PostgresSink {
             }
         }
         let Some(conn) = self.conn.as_ref() else {
-            return Err(SinkError::Unavailable(format!(
-                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
-                self.ctx.name, self.ctx.target
-            )));
+            return Err(self.not_connected());
         };
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
             [&ids, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4]];
@@ -274,10 +271,7 @@ impl PostgresSink {
 
     async fn write_rows(&mut self, rows: &[JournalRow]) -> Result<WriteReport, SinkError> {
         if self.conn.is_none() {
-            return Err(SinkError::Unavailable(format!(
-                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
-                self.ctx.name, self.ctx.target
-            )));
+            return Err(self.not_connected());
         }
         let mut report = WriteReport::default();
         let mut prepared = Vec::with_capacity(rows.len());
@@ -337,10 +331,7 @@ impl PostgresSink {
         events: &[JournalEvent],
     ) -> Result<WriteReport, SinkError> {
         let Some(conn) = self.conn.as_ref() else {
-            return Err(SinkError::Unavailable(format!(
-                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
-                self.ctx.name, self.ctx.target
-            )));
+            return Err(self.not_connected());
         };
         let mut report = WriteReport::default();
         let mut prepared = Vec::with_capacity(events.len());
@@ -383,10 +374,7 @@ impl PostgresSink {
         rows: &[JournalStatistic],
     ) -> Result<WriteReport, SinkError> {
         let Some(conn) = self.conn.as_ref() else {
-            return Err(SinkError::Unavailable(format!(
-                "sink '{}': not connected to PostgreSQL at {}; reconnecting",
-                self.ctx.name, self.ctx.target
-            )));
+            return Err(self.not_connected());
         };
         let mut report = WriteReport::default();
         let mut prepared = Vec::with_capacity(rows.len());
@@ -422,6 +410,14 @@ impl PostgresSink {
             });
         }
         Ok(report)
+    }
+
+    /// A write while the connection is down (the next `prepare` reconnects).
+    fn not_connected(&self) -> SinkError {
+        SinkError::Unavailable(format!(
+            "sink '{}': not connected to PostgreSQL at {}; reconnecting",
+            self.ctx.name, self.ctx.target
+        ))
     }
 
     fn every_row_refused(&mut self, e: SplitError) -> SinkError {
