@@ -179,8 +179,14 @@ impl Instances {
             let name = inst.name.clone();
             // Generation 0 is never current: run.rs ignores how this task ends.
             self.tasks.spawn(async move {
-                if let Ok(Ok(())) = tokio::time::timeout(HANDOVER_LIMIT, live_rx).await {
-                    tokio::time::sleep(HANDOVER_OVERLAP).await;
+                match tokio::time::timeout(HANDOVER_LIMIT, live_rx).await {
+                    Ok(Ok(())) => {
+                        tokio::time::sleep(HANDOVER_OVERLAP).await;
+                        tracing::info!(instance = %name, "the reloaded instance receives on its new connection; the old one stops");
+                    }
+                    // Stopped or failed before it was live (its own end is logged).
+                    Ok(Err(_)) => {}
+                    Err(_) => tracing::warn!(instance = %name, limit = ?HANDOVER_LIMIT, "the reloaded instance is not receiving yet; its old connection stops now, and changes until the new one receives are not stored (backfill is off)"),
                 }
                 let _ = old.send(true);
                 (name, 0, Ok(()))

@@ -208,11 +208,11 @@ pub async fn run_source(
     // When the last connection event was read: connection events that were missed (a lagging
     // reader) happened after it, so a gap from there is safe.
     let mut conn_read_at = SystemTime::now();
-    loop {
+    let stopped = loop {
         tokio::select! {
             // Connection events first: a gap is put on record before any event from after it.
             biased;
-            _ = stop.changed() => break,
+            _ = stop.changed() => break true,
             change = conn.recv() => match change.inspect(|_| conn_read_at = SystemTime::now()) {
                 Ok(ConnectionEvent::Disconnected { reason, .. }) => {
                     ctx.health.set_connected_as(&name, ctx.generation, false, None);
@@ -259,34 +259,63 @@ pub async fn run_source(
                     return Err(auth_err(ClientError::AuthInvalid { message: "the subscription ended".into() }));
                 }
                 received.increment(n as u64);
-                let mut writer_gone = false;
-                for event in burst.drain(..) {
-                    match to_record(&name, &event, &ctx) {
-                        Ok(Some(record)) => {
-                            if ctx.tx.send(record).await.is_err() {
-                                writer_gone = true; // shutting down
-                                break;
-                            }
-                        }
-                        Ok(None) => filtered.increment(1),
-                        Err(e) => {
-                            invalid.increment(1);
-                            tracing::warn!(instance = %name, %e, "skipping an event that cannot be parsed");
-                        }
-                    }
-                }
-                if writer_gone {
-                    break;
+                if !forward(&name, &ctx, &mut burst, &filtered, &invalid).await {
+                    break false; // the writer is gone: shutting down
                 }
             }
         }
-    }
+    };
     // Rows it already handed over are in the writer's queue and get committed.
     backfill_task.abort_all();
     ws.close();
+    if stopped {
+        // So are the events the subscription received and had not passed on yet (the writer may
+        // have been slow): after a reload's hand-over they came before the new subscription,
+        // which never sees them. The closed connection ends the stream once they are taken.
+        let drain = async {
+            loop {
+                let n = events.recv_many(&mut burst, 256).await;
+                received.increment(n as u64);
+                if n == 0 || !forward(&name, &ctx, &mut burst, &filtered, &invalid).await {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN_LIMIT, drain).await.is_err() {
+            tracing::warn!(instance = %name, "the closed subscription did not end in time; events still in it are not stored");
+        }
+    }
     ctx.health
         .set_connected_as(&name, ctx.generation, false, None);
     Ok(())
+}
+
+/// How long a stopped source may take to pass on what its subscription still holds.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Converts and hands `burst`'s events to the writer, emptying it; false when the writer is gone.
+async fn forward(
+    name: &Arc<str>,
+    ctx: &SourceContext,
+    burst: &mut Vec<ha_client::ws::Event>,
+    filtered: &metrics::Counter,
+    invalid: &metrics::Counter,
+) -> bool {
+    for event in burst.drain(..) {
+        match to_record(name, &event, ctx) {
+            Ok(Some(record)) => {
+                if ctx.tx.send(record).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(None) => filtered.increment(1),
+            Err(e) => {
+                invalid.increment(1);
+                tracing::warn!(instance = %name, %e, "skipping an event that cannot be parsed");
+            }
+        }
+    }
+    true
 }
 
 /// A gap that began at `since_us`: put on record, then handed to the backfill worker.

@@ -398,19 +398,20 @@ fn sighup(ingestor: &process::Ingestor) {
 
 /// A config of the named instances, each `(name, sim, extra TOML for its table)`.
 fn reload_config(path: &Path, dir: &Path, metrics: u16, instances: &[(&str, &Sim, &str)]) {
-    reload_config_with(path, dir, metrics, "", instances);
+    reload_config_with(path, dir, metrics, "", "", instances);
 }
 
-/// [`reload_config`] with top-level keys `global`.
+/// [`reload_config`] with top-level keys `global` and `[store]` keys `store`.
 fn reload_config_with(
     path: &Path,
     dir: &Path,
     metrics: u16,
     global: &str,
+    store: &str,
     instances: &[(&str, &Sim, &str)],
 ) {
     let mut text = format!(
-        "db = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n{global}\n[store]\nflush_interval_ms = 50\n",
+        "db = \"{}\"\nmetrics_addr = \"127.0.0.1:{metrics}\"\n{global}\n[store]\nflush_interval_ms = 50\n{store}\n",
         dir.join("reload.db").display()
     );
     for (name, sim, extra) in instances {
@@ -574,7 +575,7 @@ async fn without_backfill_a_restart_keeps_the_old_connection_until_the_new_one_i
     let config = dir.path().join("reload.toml");
     let db = dir.path().join("reload.db");
     let global = "backfill = false";
-    reload_config_with(&config, dir.path(), metrics, global, &[("b", &b, "")]);
+    reload_config_with(&config, dir.path(), metrics, global, "", &[("b", &b, "")]);
     let log = dir.path().join("reload.log");
     let mut ingestor = spawn_ingestor(&config, &log);
     let connected = async || connected(metrics, "b").await;
@@ -593,7 +594,14 @@ async fn without_backfill_a_restart_keeps_the_old_connection_until_the_new_one_i
         tokio::time::sleep(Duration::from_millis(1)).await;
         if i == 20 {
             let changed = "[instance.attributes]\nexclude = [\"icon\"]";
-            reload_config_with(&config, dir.path(), metrics, global, &[("b", &b, changed)]);
+            reload_config_with(
+                &config,
+                dir.path(),
+                metrics,
+                global,
+                "",
+                &[("b", &b, changed)],
+            );
             sighup(&ingestor);
         }
         if i > 20
@@ -638,6 +646,83 @@ async fn without_backfill_a_restart_keeps_the_old_connection_until_the_new_one_i
         before + 2,
         "the new one, and the history read"
     );
+    let _ = ingestor.child.kill();
+    let _ = ingestor.child.wait();
+}
+
+/// A hand-over's old connection passes on everything it received before it stops, also what the
+/// store was too slow to take (held here by another program's write lock: the ingestor's queue
+/// is full and the rest waits in the old subscription, which the new one never saw).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_passes_on_what_the_old_connection_still_holds() {
+    let b = Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = dir.path().join("reload.toml");
+    let db = dir.path().join("reload.db");
+    let (global, store) = ("backfill = false", "queue_capacity = 16");
+    reload_config_with(
+        &config,
+        dir.path(),
+        metrics,
+        global,
+        store,
+        &[("b", &b, "")],
+    );
+    let log = dir.path().join("reload.log");
+    let mut ingestor = spawn_ingestor(&config, &log);
+    until("b connected", &log, WAIT, async || {
+        connected(metrics, "b").await
+    })
+    .await;
+    b.set_state("sensor.fleet_b", "first", json!({}));
+    until("the first change", &log, WAIT, async || {
+        stored(&db, "b").iter().any(|r| r.2 == "first")
+    })
+    .await;
+    let before = b.stats().ws_connections_accepted;
+    let since_us = jiff::Timestamp::now().as_microsecond();
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for i in 0..1000 {
+        b.set_state("sensor.fleet_b", &i.to_string(), json!({}));
+    }
+    let changed = "[instance.attributes]\nexclude = [\"icon\"]";
+    reload_config_with(
+        &config,
+        dir.path(),
+        metrics,
+        global,
+        store,
+        &[("b", &b, changed)],
+    );
+    sighup(&ingestor);
+    until(
+        "the old connection is told to stop",
+        &log,
+        WAIT,
+        async || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("the old one stops")),
+    )
+    .await;
+    assert_eq!(b.stats().ws_connections_accepted, before + 1);
+    other.execute_batch("COMMIT").unwrap();
+    drop(other);
+    let want = recorded(
+        &b.url(),
+        &b.config().admin_token,
+        &["sensor.fleet_b"],
+        since_us,
+    )
+    .await;
+    assert_eq!(want.len(), 1000);
+    until("every change, once", &log, WAIT, async || {
+        let got: Vec<_> = stored(&db, "b")
+            .into_iter()
+            .filter(|r| r.1 >= since_us)
+            .collect();
+        got == want
+    })
+    .await;
     let _ = ingestor.child.kill();
     let _ = ingestor.child.wait();
 }

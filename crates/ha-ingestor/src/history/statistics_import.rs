@@ -99,9 +99,18 @@ pub async fn import_statistics(
     for inst in &config.instances {
         let name: Arc<str> = Arc::from(inst.name.as_str());
         let ws = connect(inst).await?;
-        let metas = list(&ws)
+        let mut metas = list(&ws)
             .await
             .map_err(|e| RunError::Other(format!("instance '{name}': {e}")))?;
+        // By unit, so that a chunk of statistics is one request (statistics of one unit share
+        // requests; a chunk of many units would be one request each).
+        metas.sort_by(|a, b| {
+            (&a.unit_class, &a.unit, &a.statistic_id).cmp(&(
+                &b.unit_class,
+                &b.unit,
+                &b.statistic_id,
+            ))
+        });
         summary.statistics += metas.len() as u64;
         let all = slices(options.since_us, until);
         let todo: Vec<(i64, i64)> = all

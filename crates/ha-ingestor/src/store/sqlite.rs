@@ -385,6 +385,18 @@ impl SqliteStore {
     /// per sink, when deleted before the sink's cursor passed them
     /// (`ha_ingestor_sink_rows_evicted_unsent_total{kind="statistic"}`).
     pub fn evict_oldest(&mut self, rows: u64) -> Result<u64, StoreError> {
+        let (n, unsent) = self.evict(rows)?;
+        for (sink, count) in unsent {
+            metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => sink.clone(), "kind" => "statistic")
+                .increment(count);
+            tracing::error!(%sink, kind = "statistic", rows = count, "records were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
+        }
+        Ok(n)
+    }
+
+    /// [`SqliteStore::evict_oldest`]: how many records went, and per sink the statistics it had
+    /// not received.
+    fn evict(&mut self, rows: u64) -> Result<(u64, Vec<(String, u64)>), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -451,14 +463,9 @@ impl SqliteStore {
             }
         }
         tx.commit()?;
-        for (sink, count) in unsent {
-            metrics::counter!("ha_ingestor_sink_rows_evicted_unsent_total", "sink" => sink.clone(), "kind" => "statistic")
-                .increment(count);
-            tracing::error!(%sink, kind = "statistic", rows = count, "records were evicted from the journal (max_db_bytes) before this sink received them; raise max_db_bytes or fix the sink");
-        }
         self.attribute_ids.clear();
         self.last.clear();
-        Ok(n as u64)
+        Ok((n as u64, unsent))
     }
 
     /// The connection, for queries.
@@ -1069,46 +1076,53 @@ pub(crate) mod tests {
     #[test]
     fn evicted_statistics_count_only_for_configured_sinks_that_take_their_instance() {
         use crate::store::statistics::tests::{energy, hour};
-        let mut store = SqliteStore::in_memory().unwrap();
-        let m = energy();
-        let stats: Vec<Record> = (0..10)
-            .map(|h| Record::Statistic(hour(&m, h, h as f64)))
-            .collect();
-        store.write_batch(&stats).unwrap();
-        store
-            .connection()
-            .execute_batch(
-                "INSERT INTO sink_cursors (sink, kind, last_id) VALUES \
-                 ('home_sink', 'statistic', 2), ('cabin_sink', 'statistic', 0), ('removed', 'statistic', 0)",
-            )
-            .unwrap();
+        let of = |instance: &str, h: i64| {
+            let mut r = hour(&energy(), h, h as f64);
+            r.instance = Arc::from(instance);
+            Record::Statistic(r)
+        };
         let scope = |name: &str, instances: &[&str]| SinkScope {
             name: name.into(),
             instances: instances.iter().map(|i| i.to_string()).collect(),
         };
-        store.set_sinks(vec![
-            scope("home_sink", &["home", "cabin"]),
-            scope("cabin_sink", &["cabin"]),
-        ]);
-        let unsent = |store: &SqliteStore| {
-            statistics_unsent(
-                store.connection(),
-                &(1..=5)
-                    .map(|id| (id, "home".to_string()))
-                    .collect::<Vec<_>>(),
-                store.sinks.as_deref(),
-            )
-            .unwrap()
+        let evicted_unsent = |sinks: Option<Vec<SinkScope>>| {
+            let mut store = SqliteStore::in_memory().unwrap();
+            // Hours 0..6 of home and of cabin, interleaved: ids 1..=12, home's odd.
+            let rows: Vec<Record> = (0..6)
+                .flat_map(|h| [of("home", h), of("cabin", h)])
+                .collect();
+            store.write_batch(&rows).unwrap();
+            store
+                .connection()
+                .execute_batch(
+                    "INSERT INTO sink_cursors (sink, kind, last_id) VALUES \
+                     ('both', 'statistic', 2), ('cabin_only', 'statistic', 0), ('removed', 'statistic', 0)",
+                )
+                .unwrap();
+            if let Some(sinks) = sinks {
+                store.set_sinks(sinks);
+            }
+            // The 8 oldest: hours 0..4 of both homes, ids 1..=8.
+            let (n, unsent) = store.evict(8).unwrap();
+            assert_eq!(n, 8);
+            unsent
         };
-        assert_eq!(unsent(&store), vec![("home_sink".to_string(), 3)]);
-        // The same rows without knowing the sinks: every cursor counts (what eviction did before).
-        store.sinks = None;
+        let configured = vec![
+            scope("both", &["home", "cabin"]),
+            scope("cabin_only", &["cabin"]),
+        ];
         assert_eq!(
-            unsent(&store),
+            evicted_unsent(Some(configured)),
+            vec![("both".to_string(), 6), ("cabin_only".to_string(), 4)],
+            "both: ids 3..=8; cabin_only: cabin's ids 2, 4, 6, 8; removed: none"
+        );
+        // Without the sinks known, every cursor counts every row (what eviction did before).
+        assert_eq!(
+            evicted_unsent(None),
             vec![
-                ("cabin_sink".to_string(), 5),
-                ("home_sink".to_string(), 3),
-                ("removed".to_string(), 5)
+                ("both".to_string(), 6),
+                ("cabin_only".to_string(), 8),
+                ("removed".to_string(), 8)
             ]
         );
     }
