@@ -23,17 +23,8 @@ use sinks::reqwest_client;
 const HOMES: usize = 30;
 const PROCESSES: usize = 3;
 
-/// Kills the test's ingestors however the test ends.
+/// The test's ingestors (each is killed when dropped, however the test ends).
 struct Fleet(Vec<Option<Ingestor>>);
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for ing in self.0.iter_mut().flatten() {
-            let _ = ing.child.kill();
-            let _ = ing.child.wait();
-        }
-    }
-}
 
 fn home(i: usize) -> String {
     format!("home{i:02}")

@@ -16,6 +16,15 @@ pub struct Ingestor {
     pub log: PathBuf,
 }
 
+/// However a test ends (a failed assertion too), its ingestor does not outlive it: a leftover
+/// process would go on writing to the shared servers the next tests count rows in.
+impl Drop for Ingestor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
