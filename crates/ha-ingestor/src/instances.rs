@@ -314,12 +314,11 @@ impl Instances {
             match self.running.get(&inst.name) {
                 Some(r) if r.inst.same_as(inst) && !globals_changed => {}
                 Some(_) => {
-                    let replaces = match self.shared.backfill {
-                        Some(_) => {
-                            self.stop(&inst.name);
-                            None
-                        }
-                        None => self.running.remove(&inst.name).map(|old| old.stop),
+                    let replaces = if self.shared.backfill.is_some() {
+                        self.stop(&inst.name);
+                        None
+                    } else {
+                        self.running.remove(&inst.name).map(|old| old.stop)
                     };
                     let rules = self.configured[&inst.name].1.clone();
                     self.spawn(inst.clone(), rules, None, replaces);
