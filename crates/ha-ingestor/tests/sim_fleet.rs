@@ -64,6 +64,13 @@ fn stored(db: &Path, instance: &str) -> Vec<(String, i64, String)> {
     rows
 }
 
+/// [`stored`] rows of `instance` from `since_us` on.
+fn stored_since(db: &Path, instance: &str, since_us: i64) -> Vec<(String, i64, String)> {
+    let mut rows = stored(db, instance);
+    rows.retain(|r| r.1 >= since_us);
+    rows
+}
+
 /// A config with instances `good` and `bad` (a wrong token), both on `sim`.
 fn config(dir: &Path, sim: &Sim, metrics: u16, extra: &str) -> std::path::PathBuf {
     std::fs::write(dir.join("good-token"), &sim.config().admin_token).unwrap();
@@ -535,13 +542,7 @@ async fn sighup_adds_removes_and_restarts_instances_without_losing_changes() {
         "b's rows across its restart, without the noise",
         &log,
         WAIT,
-        async || {
-            let rows: Vec<_> = stored(&db, "b")
-                .into_iter()
-                .filter(|r| r.1 >= since_us)
-                .collect();
-            rows == want_b
-        },
+        async || stored_since(&db, "b", since_us) == want_b,
     )
     .await;
     until("a's connection closed", &log, WAIT, async || {
@@ -626,11 +627,7 @@ async fn without_backfill_a_restart_keeps_the_old_connection_until_the_new_one_i
     // The old connection may still be passing on its last changes: waited for, then compared (a
     // row stored twice cannot be: the store's unique key).
     until("every change, once", &log, WAIT, async || {
-        let got: Vec<_> = stored(&db, "b")
-            .into_iter()
-            .filter(|r| r.1 >= since_us)
-            .collect();
-        got == want
+        stored_since(&db, "b", since_us) == want
     })
     .await;
     until("the old connection closed", &log, WAIT, async || {
@@ -691,11 +688,7 @@ async fn a_handover_passes_on_what_the_old_connection_still_holds() {
     .await;
     assert_eq!(want.len(), 1000);
     until("every change, once", &log, WAIT, async || {
-        let got: Vec<_> = stored(&db, "b")
-            .into_iter()
-            .filter(|r| r.1 >= since_us)
-            .collect();
-        got == want
+        stored_since(&db, "b", since_us) == want
     })
     .await;
 }
